@@ -1,0 +1,59 @@
+"""The typed schema of conf/config.yaml and the value checks Hydra's types cannot express.
+
+Importing this module registers the schema, so `num_layers=two` fails at composition time,
+before any run is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Config:
+    num_layers: int = MISSING
+    num_units: int = MISSING
+    dropout: float = MISSING
+    lr: float = MISSING
+    batch_size: int = MISSING
+    max_steps: int = MISSING
+    seed: int = MISSING
+    log_every: int = MISSING
+    val_every: int = MISSING
+    data: Any = MISSING
+    model: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+# Lets conf/config.yaml put sweeps/ on Hydra's search path wherever the command is run from.
+if not OmegaConf.has_resolver("project_root"):
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+# knob: (check, what is allowed)
+RULES = {
+    "num_layers": (lambda v: v >= 1, "an integer >= 1"),
+    "num_units": (lambda v: v >= 1, "an integer >= 1"),
+    "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "max_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "log_every": (lambda v: v >= 1, "an integer >= 1"),
+    "val_every": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ValueError, in one line naming the key, its value and what is allowed."""
+    for key, (ok, allowed) in RULES.items():
+        value = cfg[key]
+        if not ok(value):
+            raise ValueError(f"{key}={value} is invalid: must be {allowed}")

@@ -1,0 +1,172 @@
+"""MNIST-format datasets as in-memory uint8 tensors, split train/val/test.
+
+The four gzipped IDX files of MNIST ship with the repository (data/mnist) so training needs no
+network; Fashion-MNIST is read from Debian's `dataset-fashion-mnist` package. Each image is a
+sequence of 28 rows of 28 pixels in [0, 1].
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+DATASETS = ("mnist", "fashion_mnist")
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing, corrupt or unreadable."""
+
+
+def verify_checksums(data_dir: Path) -> None:
+    """Check every IDX file in `data_dir` against its SHA256SUMS; raise DataError naming the file."""
+    sums_file = data_dir / "SHA256SUMS"
+    if not sums_file.is_file():
+        raise DataError(f"{sums_file} is missing; it lists the expected SHA-256 of each data file")
+    expected = {}
+    for line in sums_file.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split()
+            expected[name.lstrip("*")] = digest
+    for name in FILES.values():
+        path = data_dir / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing; restore it with `git checkout -- {data_dir}`")
+        if name not in expected:
+            raise DataError(f"{sums_file} has no checksum for {name}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected[name]:
+            raise DataError(
+                f"{path} is corrupt (SHA-256 mismatch); restore it with `git checkout -- {data_dir}`"
+            )
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Decode one gzipped IDX file (uint8 payload) into a tensor of its declared shape."""
+    raw = gzip.decompress(path.read_bytes())
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path} is not a uint8 IDX file")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    payload = raw[4 + 4 * ndim :]
+    if len(payload) != torch.Size(shape).numel():
+        raise DataError(f"{path} holds {len(payload)} bytes, its header promises shape {shape}")
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).reshape(shape)
+
+
+def load_idx_dir(data_dir: Path) -> dict[str, torch.Tensor]:
+    verify_checksums(data_dir)
+    return {key: read_idx(data_dir / name) for key, name in FILES.items()}
+
+
+def download_with_torchvision(name: str, root: Path) -> dict[str, torch.Tensor]:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name]
+    try:
+        train, test = (cls(str(root), train=t, download=True) for t in (True, False))
+    except Exception as err:  # torchvision raises several kinds on a failed download
+        raise DataError(f"{name}: downloading through torchvision into {root} failed: {err}") from err
+    return {
+        "train_images": train.data,
+        "train_labels": train.targets,
+        "test_images": test.data,
+        "test_labels": test.targets,
+    }
+
+
+class BatchedTensorDataset(Dataset):
+    """Indexed by a list of sample indices, returns a whole batch: one gather, no per-sample work."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx].float().div_(255), self.labels[idx]
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST (or Fashion-MNIST): train/val carved from the official training set, official test.
+
+    data_dir: a folder with the four gzipped IDX files and SHA256SUMS; default the bundled MNIST
+    or Debian's Fashion-MNIST. If it does not exist and `download` is true, torchvision downloads
+    the dataset into `download_dir` instead.
+    """
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        data_dir: str | None = None,
+        download: bool = True,
+        download_dir: str = "data/downloads",
+        batch_size: int = 100,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise ValueError(f"data.name={name!r} is not a known dataset; allowed: {DATASETS}")
+        self.name = name
+        self.data_dir = Path(data_dir) if data_dir else (BUNDLED_DIR if name == "mnist" else FASHION_DIR)
+        self.download, self.download_dir = download, Path(download_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed = val_size, split_seed
+        self.splits: dict[str, BatchedTensorDataset] = {}
+
+    def load(self) -> dict[str, torch.Tensor]:
+        if self.data_dir.is_dir():
+            return load_idx_dir(self.data_dir)
+        if self.download:
+            return download_with_torchvision(self.name, self.download_dir)
+        hint = "apt-get install dataset-fashion-mnist" if self.name == "fashion_mnist" else ""
+        raise DataError(
+            f"{self.name}: {self.data_dir} does not exist and data.download=false"
+            + (f"; install it with `{hint}`" if hint else "")
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        t = self.load()
+        n_train = len(t["train_labels"])
+        if not 0 < self.val_size < n_train:
+            raise ValueError(f"data.val_size={self.val_size} must be between 1 and {n_train - 1}")
+        # A fixed permutation of the official training set: the same val split for every run.
+        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.split_seed))
+        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+        self.splits = {
+            "train": BatchedTensorDataset(t["train_images"][train_idx], t["train_labels"][train_idx]),
+            "val": BatchedTensorDataset(t["train_images"][val_idx], t["train_labels"][val_idx]),
+            "test": BatchedTensorDataset(t["test_images"], t["test_labels"]),
+        }
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        ds = self.splits[split]
+        sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        # batch_size=None: the sampler yields whole index batches and the dataset gathers them.
+        return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=shuffle), batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

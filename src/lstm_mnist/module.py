@@ -1,0 +1,67 @@
+"""The LightningModule: the classifier, its loss, its metrics and its optimiser."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from lstm_mnist.model import LSTMClassifier
+
+
+class LSTMClassifierModule(pl.LightningModule):
+    """Trains `LSTMClassifier` with cross-entropy and Adam.
+
+    Logs train_loss/train_acc (per batch, at the trainer's log interval), val_loss/val_acc and
+    test_loss/test_acc (over the whole split).
+    """
+
+    def __init__(
+        self,
+        num_units: int = 256,
+        num_layers: int = 3,
+        dropout: float = 0.5,
+        lr: float = 1e-3,
+        input_size: int = 28,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        # Plain numbers only, so checkpoints load with weights_only. train.py logs the params.
+        self.save_hyperparameters(logger=False)
+        self.model = LSTMClassifier(num_units, num_layers, dropout, input_size, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        # "step" is Lightning's x-axis key: steps completed (1..max_steps), not the 0-based index.
+        self.log("step", self.global_step + 1.0)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
+        x, y = batch
+        logits = self(x)
+        metric = self.val_acc if split == "val" else self.test_acc
+        metric(logits, y)
+        self.log("step", float(self.global_step))
+        self.log(f"{split}_loss", F.cross_entropy(logits, y), batch_size=len(y))
+        self.log(f"{split}_acc", metric, prog_bar=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,0 +1,98 @@
+"""What MLflow records about a run beyond Lightning's metrics: params, tags, config files.
+
+Also the Hydra callback that prepares the store once, before any job of a run or sweep starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import MLFlowLogger
+
+from lstm_mnist.config import PROJECT_ROOT
+
+# Group keys whose short name is what people search for in `mlflow ui`.
+SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
+
+
+def prepare_store(tracking_uri: str, experiment_name: str) -> str:
+    """Create the store's schema and the experiment if needed; return the experiment id.
+
+    Run once before jobs start: several jobs creating a fresh SQLite store at once corrupt it.
+    """
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    return experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+
+
+class PrepareTrackingStore(Callback):
+    """Hydra callback: prepare the MLflow store before the first job of a run or sweep."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        prepare_store(config.logger.tracking_uri, config.logger.experiment_name)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        prepare_store(config.logger.tracking_uri, config.logger.experiment_name)
+
+
+def run_params(cfg: DictConfig) -> dict[str, Any]:
+    """Every hyperparameter once: top-level knobs by name, other group keys as `group.key`.
+
+    Group keys that only interpolate a knob (model.num_units: ${num_units}) or the environment
+    (logger.tracking_uri) are left out: the first are duplicates, the second may hold secrets.
+    """
+    params: dict[str, Any] = {}
+
+    def visit(node: DictConfig, prefix: str) -> None:
+        for key in node:
+            name = f"{prefix}{key}"
+            if key == "_target_" or OmegaConf.is_interpolation(node, key):
+                continue
+            value = node[key]
+            if isinstance(value, DictConfig):
+                visit(value, f"{name}.")
+            elif not OmegaConf.is_list(value):
+                params[SHORT_NAMES.get(name, name)] = value
+
+    visit(cfg, "")
+    return params
+
+
+def run_name() -> str:
+    """The command-line overrides that make this run differ from the defaults, or 'default'."""
+    if not HydraConfig.initialized():
+        return "default"
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("logger.", "hydra."))]
+    return ",".join(overrides) or "default"
+
+
+def run_tags() -> dict[str, str]:
+    tags = {}
+    commit = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if commit.returncode == 0:
+        tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        tags["overrides"] = " ".join(hc.overrides.task)
+        if hc.mode == RunMode.MULTIRUN:
+            tags["sweep_id"] = hc.sweep.dir
+            tags["job_num"] = str(hc.job.num)
+    return tags
+
+
+def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
+    """The resolved config, and Hydra's own record of the run (config, overrides) when present."""
+    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    if HydraConfig.initialized() and HydraConfig.get().output_subdir:
+        hydra_dir = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
+        if hydra_dir.is_dir():
+            logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "hydra")

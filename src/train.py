@@ -1,0 +1,58 @@
+"""Train, validate and test the stacked-LSTM classifier; record the run in MLflow.
+
+    python src/train.py                          # the reference recipe
+    python src/train.py -m num_layers=1,2,3      # a sweep: one MLflow run per job
+    python src/train.py -m +sweeps=layers        # a named sweep from sweeps/
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lstm_mnist.config import validate
+from lstm_mnist.data import DataError
+from lstm_mnist.tracking import log_config, run_name, run_params, run_tags
+
+
+def train(cfg: DictConfig) -> dict[str, float | str]:
+    """Fit on train, validate every `val_every` steps and at the end, test once; return metrics."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()  # before the MLflow run exists: a data error records no run
+    model = instantiate(cfg.model)
+    logger = instantiate(cfg.logger, run_name=run_name(), tags=run_tags())
+    logger.log_hyperparams(run_params(cfg))
+    log_config(logger, cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger)
+    trainer.fit(model, datamodule=datamodule)
+    if trainer.global_step % cfg.val_every:  # the last validation was before the last step
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return {**metrics, "run_id": logger.run_id, "tracking_uri": cfg.logger.tracking_uri}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        result = train(cfg)
+    except (ValueError, DataError) as err:
+        sys.exit(f"error: {err}")
+    uri = result["tracking_uri"]
+    ui = "mlflow ui" if uri == "sqlite:///mlflow.db" else f"mlflow ui --backend-store-uri {uri}"
+    print(
+        f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
+        f" | compare runs: {ui}"
+    )
+    return result["val_acc"]
+
+
+if __name__ == "__main__":
+    main()
