@@ -90,7 +90,7 @@ class BatchedTensorDataset(Dataset):
     """Indexed by a list of sample indices, returns a whole batch: one gather, no per-sample work."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
+        self.images, self.labels = images, labels.long()
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -45,15 +45,15 @@ class PrepareTrackingStore(Callback):
 def run_params(cfg: DictConfig) -> dict[str, Any]:
     """Every hyperparameter once: top-level knobs by name, other group keys as `group.key`.
 
-    Group keys that only interpolate a knob (model.num_units: ${num_units}) or the environment
-    (logger.tracking_uri) are left out: the first are duplicates, the second may hold secrets.
+    Group keys that only interpolate a knob (model.num_units: ${num_units}) are left out as
+    duplicates, and so is the tracking URI, which may hold credentials.
     """
     params: dict[str, Any] = {}
 
     def visit(node: DictConfig, prefix: str) -> None:
         for key in node:
             name = f"{prefix}{key}"
-            if key == "_target_" or OmegaConf.is_interpolation(node, key):
+            if key in ("_target_", "tracking_uri") or OmegaConf.is_interpolation(node, key):
                 continue
             value = node[key]
             if isinstance(value, DictConfig):

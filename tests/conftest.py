@@ -1,0 +1,50 @@
+"""Tiny configs composed with Hydra's compose API, on the real bundled MNIST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import lstm_mnist.config  # noqa: F401  (registers the schema)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A model and run small enough for a test; everything else is the real code path.
+TINY = [
+    "num_layers=1",
+    "num_units=16",
+    "batch_size=64",
+    "max_steps=30",
+    "log_every=10",
+    "val_every=20",
+    "data.eval_batch_size=2500",
+]
+
+
+def tiny_cli_args(tmp_path: Path) -> list[str]:
+    """TINY plus a throw-away MLflow store and Hydra output dir under tmp_path."""
+    return TINY + [
+        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"hydra.run.dir={tmp_path}/outputs",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+    ]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=TINY
+                + [
+                    f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                    f"trainer.default_root_dir={tmp_path}/outputs",
+                    *overrides,
+                ],
+            )
+
+    return make

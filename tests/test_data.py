@@ -1,0 +1,100 @@
+import gzip
+import shutil
+from collections import Counter
+
+import pytest
+import torch
+
+from lstm_mnist.data import BUNDLED_DIR, FILES, DataError, MNISTDataModule, read_idx, verify_checksums
+
+# From data/mnist/README.md (shared/data/mnist): facts of the real MNIST.
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="module")
+def mnist() -> MNISTDataModule:
+    dm = MNISTDataModule(download=False)
+    dm.setup()
+    return dm
+
+
+@pytest.fixture
+def data_copy(tmp_path):
+    dst = tmp_path / "mnist"
+    shutil.copytree(BUNDLED_DIR, dst)
+    return dst
+
+
+def test_bundled_files_are_the_real_mnist():
+    verify_checksums(BUNDLED_DIR)
+    labels = read_idx(BUNDLED_DIR / FILES["train_labels"])
+    assert labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert torch.bincount(labels).tolist() == TRAIN_COUNTS
+    assert torch.bincount(read_idx(BUNDLED_DIR / FILES["test_labels"])).tolist() == TEST_COUNTS
+
+
+def test_flipped_byte_is_rejected_with_the_file_name(data_copy):
+    victim = data_copy / FILES["train_labels"]
+    raw = bytearray(victim.read_bytes())
+    raw[100] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz is corrupt"):
+        MNISTDataModule(data_dir=str(data_copy)).setup()
+
+
+def test_missing_file_is_named(data_copy):
+    (data_copy / FILES["test_images"]).unlink()
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz is missing"):
+        MNISTDataModule(data_dir=str(data_copy)).setup()
+
+
+def test_absent_dataset_without_download_says_what_to_do(tmp_path):
+    dm = MNISTDataModule("fashion_mnist", data_dir=str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        dm.setup()
+
+
+def test_unknown_dataset_name_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match="data.name='kmnist'.*allowed"):
+        MNISTDataModule("kmnist")
+
+
+def test_splits_partition_the_official_sets(mnist):
+    train, val, test = (mnist.splits[s] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (55_000, 5_000, 10_000)
+
+    def images(ds):
+        return Counter(img.numpy().tobytes() for img in ds.images)
+
+    official_train = read_idx(BUNDLED_DIR / FILES["train_images"])
+    # train + val is exactly the official training set (as a multiset): disjoint and complete.
+    assert images(train) + images(val) == Counter(img.numpy().tobytes() for img in official_train)
+    assert torch.bincount(torch.cat([train.labels, val.labels])).tolist() == TRAIN_COUNTS
+    assert torch.equal(test.images, read_idx(BUNDLED_DIR / FILES["test_images"]))
+    assert torch.equal(test.labels, read_idx(BUNDLED_DIR / FILES["test_labels"]))
+
+
+def test_split_is_fixed_by_its_seed():
+    a, b, c = (MNISTDataModule(split_seed=s) for s in (0, 0, 1))
+    for dm in (a, b, c):
+        dm.setup()
+    assert torch.equal(a.splits["val"].labels, b.splits["val"].labels)
+    assert not torch.equal(a.splits["val"].labels, c.splits["val"].labels)
+
+
+def test_batches_are_rows_of_pixels_in_unit_range(mnist):
+    x, y = next(iter(mnist.train_dataloader()))
+    assert x.shape == (100, 28, 28) and x.dtype == torch.float32
+    assert y.shape == (100,) and y.dtype == torch.int64
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert sum(len(b[1]) for b in mnist.val_dataloader()) == 5_000
+    assert sum(len(b[1]) for b in mnist.test_dataloader()) == 10_000
+
+
+def test_gz_payload_must_match_header(tmp_path):
+    bad = tmp_path / "bad.gz"
+    header = bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big")
+    bad.write_bytes(gzip.compress(header + bytes(5)))
+    with pytest.raises(DataError, match="header promises shape"):
+        read_idx(bad)

@@ -1,0 +1,118 @@
+"""End to end: real training on real MNIST into a real (temporary) SQLite MLflow store."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from conftest import ROOT, TINY, tiny_cli_args
+from hydra import compose, initialize_config_dir
+
+from train import train
+
+
+def runs_in(store: str) -> list:
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name("lstm-mnist")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A few hundred steps of a small model: enough to learn, quick on two cores."""
+    tmp = tmp_path_factory.mktemp("short_run")
+    store = f"sqlite:///{tmp}/mlflow.db"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=TINY
+            + [
+                "num_units=64",
+                "lr=3e-3",
+                "max_steps=300",
+                "log_every=100",
+                "val_every=150",
+                f"logger.tracking_uri={store}",
+                f"trainer.default_root_dir={tmp}/outputs",
+            ],
+        )
+    return train(cfg), store
+
+
+def test_short_training_learns(short_run):
+    result, _ = short_run
+    assert result["val_acc"] > 0.6  # chance is 0.1
+    assert result["test_acc"] > 0.6
+
+
+def test_run_is_recorded_in_mlflow(short_run):
+    result, store = short_run
+    (run,) = runs_in(store)
+    assert run.info.run_id == result["run_id"]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["num_layers"] == "1" and params["num_units"] == "64"
+    assert params["dataset"] == "mnist" and params["precision"] == "32-true"
+    assert "logger.tracking_uri" not in params
+
+    client = mlflow.MlflowClient(store)
+
+    def steps(metric):
+        return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+
+    assert steps("train_acc") == steps("train_loss") == [100, 200, 300]
+    assert steps("val_acc") == steps("val_loss") == [150, 300]
+    assert steps("test_acc") == steps("test_loss") == [300]
+    assert run.data.metrics["test_acc"] == pytest.approx(result["test_acc"])
+
+    config = client.download_artifacts(run.info.run_id, "config.yaml")
+    assert "num_units: 64" in open(config).read()
+
+
+def run_cli(tmp_path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
+        + [*tiny_cli_args(tmp_path), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_cli_multirun_records_one_run_per_job(tmp_path):
+    proc = run_cli(tmp_path, "num_layers=1,2", multirun=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = runs_in(f"sqlite:///{tmp_path}/mlflow.db")
+    assert sorted(r.data.params["num_layers"] for r in runs) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    a, b = (dict(r.data.params) for r in runs)
+    assert {k for k in a if a[k] != b.get(k)} == {"num_layers"}
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 1
+    assert sorted(r.info.run_name for r in runs)[0].startswith("num_layers=1")
+    assert proc.stdout.count("test_acc=") == 2
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("num_layer=3", "num_layer"),  # misspelled key
+        ("num_layers=two", "num_layers"),  # wrong type
+        ("dropout=1.5", "dropout=1.5 is invalid: must be a number in [0, 1)"),
+    ],
+)
+def test_bad_override_fails_clearly_and_records_no_run(tmp_path, override, message):
+    proc = run_cli(tmp_path, override)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []
+
+
+def test_named_sweep_layers_sweeps_num_layers():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+sweeps=layers"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params == {"num_layers": "1,2,3"}
