@@ -1,8 +1,8 @@
 """Train, validate and test the stacked-LSTM classifier; record the run in MLflow.
 
-    python src/train.py                          # the reference recipe
-    python src/train.py -m num_layers=1,2,3      # a sweep: one MLflow run per job
-    python src/train.py -m +sweeps=layers        # a named sweep from sweeps/
+python src/train.py                          # the reference recipe
+python src/train.py -m num_layers=1,2,3      # a sweep: one MLflow run per job
+python src/train.py -m +sweeps=layers        # a named sweep from sweeps/
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def main(cfg: DictConfig) -> float:
     except (ValueError, DataError) as err:
         sys.exit(f"error: {err}")
     uri = result["tracking_uri"]
-    ui = "mlflow ui" if uri == "sqlite:///mlflow.db" else f"mlflow ui --backend-store-uri {uri}"
+    if uri.startswith(("http://", "https://")):
+        ui = f"open {uri}"
+    else:
+        ui = "mlflow ui" if uri == "sqlite:///mlflow.db" else f"mlflow ui --backend-store-uri {uri}"
     print(
         f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
         f" | compare runs: {ui}"

@@ -5,10 +5,18 @@ from collections import Counter
 import pytest
 import torch
 
-from lstm_mnist.data import BUNDLED_DIR, FILES, DataError, MNISTDataModule, read_idx, verify_checksums
+from lstm_mnist.data import (
+    DEFAULT_DIRS,
+    FILES,
+    DataError,
+    MNISTDataModule,
+    read_idx,
+    verify_checksums,
+)
 
 # From data/mnist/README.md (shared/data/mnist): facts of the real MNIST.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+BUNDLED_DIR = DEFAULT_DIRS["mnist"]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
@@ -27,7 +35,7 @@ def data_copy(tmp_path):
 
 
 def test_bundled_files_are_the_real_mnist():
-    verify_checksums(BUNDLED_DIR)
+    verify_checksums(BUNDLED_DIR, BUNDLED_DIR / "SHA256SUMS")
     labels = read_idx(BUNDLED_DIR / FILES["train_labels"])
     assert labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert torch.bincount(labels).tolist() == TRAIN_COUNTS
@@ -51,7 +59,9 @@ def test_missing_file_is_named(data_copy):
 
 def test_absent_dataset_without_download_says_what_to_do(tmp_path):
     dm = MNISTDataModule("fashion_mnist", data_dir=str(tmp_path / "nowhere"), download=False)
-    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(
+        DataError, match="does not exist.*apt-get install --reinstall dataset-fashion-mnist"
+    ):
         dm.setup()
 
 
@@ -98,3 +108,17 @@ def test_gz_payload_must_match_header(tmp_path):
     bad.write_bytes(gzip.compress(header + bytes(5)))
     with pytest.raises(DataError, match="header promises shape"):
         read_idx(bad)
+
+
+@pytest.mark.skipif(
+    not DEFAULT_DIRS["fashion_mnist"].is_dir(), reason="apt-get install dataset-fashion-mnist"
+)
+def test_fashion_mnist_from_debian_package():
+    dm = MNISTDataModule("fashion_mnist", download=False)
+    dm.setup()
+    train, val, test = (dm.splits[s] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (55_000, 5_000, 10_000)
+    # Fashion-MNIST is balanced: 6,000 of each class in train, 1,000 in test.
+    assert torch.bincount(torch.cat([train.labels, val.labels])).tolist() == [6000] * 10
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert not torch.equal(test.images, read_idx(BUNDLED_DIR / FILES["test_images"]))

@@ -15,24 +15,32 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+# Where each dataset is read from by default. Debian's Fashion-MNIST ships no checksums, so the
+# expected ones live in the repository (data/fashion_mnist/SHA256SUMS).
+DEFAULT_DIRS = {
+    "mnist": REPO_DATA / "mnist",
+    "fashion_mnist": Path("/usr/share/datasets/fashion-mnist"),
+}
+HOW_TO_RESTORE = {
+    "mnist": "restore it with `git checkout -- data/mnist`",
+    "fashion_mnist": "reinstall it with `apt-get install --reinstall dataset-fashion-mnist`",
+}
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
-DATASETS = ("mnist", "fashion_mnist")
 
 
 class DataError(RuntimeError):
     """A dataset file is missing, corrupt or unreadable."""
 
 
-def verify_checksums(data_dir: Path) -> None:
-    """Check every IDX file in `data_dir` against its SHA256SUMS; raise DataError naming the file."""
-    sums_file = data_dir / "SHA256SUMS"
+def verify_checksums(data_dir: Path, sums_file: Path, fix: str = "replace it") -> None:
+    """Check every IDX file in `data_dir` against `sums_file`; raise DataError naming the file
+    and, in `fix`, what to do about it."""
     if not sums_file.is_file():
         raise DataError(f"{sums_file} is missing; it lists the expected SHA-256 of each data file")
     expected = {}
@@ -43,13 +51,11 @@ def verify_checksums(data_dir: Path) -> None:
     for name in FILES.values():
         path = data_dir / name
         if not path.is_file():
-            raise DataError(f"{path} is missing; restore it with `git checkout -- {data_dir}`")
+            raise DataError(f"{path} is missing; {fix}")
         if name not in expected:
             raise DataError(f"{sums_file} has no checksum for {name}")
         if hashlib.sha256(path.read_bytes()).hexdigest() != expected[name]:
-            raise DataError(
-                f"{path} is corrupt (SHA-256 mismatch); restore it with `git checkout -- {data_dir}`"
-            )
+            raise DataError(f"{path} is corrupt (SHA-256 mismatch); {fix}")
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -65,8 +71,8 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(payload), dtype=torch.uint8).reshape(shape)
 
 
-def load_idx_dir(data_dir: Path) -> dict[str, torch.Tensor]:
-    verify_checksums(data_dir)
+def load_idx_dir(data_dir: Path, sums_file: Path, fix: str) -> dict[str, torch.Tensor]:
+    verify_checksums(data_dir, sums_file, fix)
     return {key: read_idx(data_dir / name) for key, name in FILES.items()}
 
 
@@ -77,7 +83,9 @@ def download_with_torchvision(name: str, root: Path) -> dict[str, torch.Tensor]:
     try:
         train, test = (cls(str(root), train=t, download=True) for t in (True, False))
     except Exception as err:  # torchvision raises several kinds on a failed download
-        raise DataError(f"{name}: downloading through torchvision into {root} failed: {err}") from err
+        raise DataError(
+            f"{name}: downloading through torchvision into {root} failed: {err}"
+        ) from err
     return {
         "train_images": train.data,
         "train_labels": train.targets,
@@ -87,7 +95,7 @@ def download_with_torchvision(name: str, root: Path) -> dict[str, torch.Tensor]:
 
 
 class BatchedTensorDataset(Dataset):
-    """Indexed by a list of sample indices, returns a whole batch: one gather, no per-sample work."""
+    """Indexed by a list of sample indices, it returns a whole batch: one gather per batch."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images, self.labels = images, labels.long()
@@ -103,8 +111,9 @@ class BatchedTensorDataset(Dataset):
 class MNISTDataModule(pl.LightningDataModule):
     """MNIST (or Fashion-MNIST): train/val carved from the official training set, official test.
 
-    data_dir: a folder with the four gzipped IDX files and SHA256SUMS; default the bundled MNIST
-    or Debian's Fashion-MNIST. If it does not exist and `download` is true, torchvision downloads
+    data_dir: a folder with the four gzipped IDX files, checked against its own SHA256SUMS if it
+    has one, else against data/<name>/SHA256SUMS; default the bundled MNIST or Debian's
+    Fashion-MNIST. If it does not exist and `download` is true, torchvision downloads
     the dataset into `download_dir` instead.
     """
 
@@ -120,10 +129,12 @@ class MNISTDataModule(pl.LightningDataModule):
         split_seed: int = 0,
     ) -> None:
         super().__init__()
-        if name not in DATASETS:
-            raise ValueError(f"data.name={name!r} is not a known dataset; allowed: {DATASETS}")
+        if name not in DEFAULT_DIRS:
+            raise ValueError(
+                f"data.name={name!r} is not a known dataset; allowed: {list(DEFAULT_DIRS)}"
+            )
         self.name = name
-        self.data_dir = Path(data_dir) if data_dir else (BUNDLED_DIR if name == "mnist" else FASHION_DIR)
+        self.data_dir = Path(data_dir) if data_dir else DEFAULT_DIRS[name]
         self.download, self.download_dir = download, Path(download_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed = val_size, split_seed
@@ -131,13 +142,17 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def load(self) -> dict[str, torch.Tensor]:
         if self.data_dir.is_dir():
-            return load_idx_dir(self.data_dir)
+            own_sums = self.data_dir / "SHA256SUMS"
+            sums = own_sums if own_sums.is_file() else REPO_DATA / self.name / "SHA256SUMS"
+            default = self.data_dir == DEFAULT_DIRS[self.name]
+            return load_idx_dir(
+                self.data_dir, sums, HOW_TO_RESTORE[self.name] if default else "replace it"
+            )
         if self.download:
             return download_with_torchvision(self.name, self.download_dir)
-        hint = "apt-get install dataset-fashion-mnist" if self.name == "fashion_mnist" else ""
         raise DataError(
-            f"{self.name}: {self.data_dir} does not exist and data.download=false"
-            + (f"; install it with `{hint}`" if hint else "")
+            f"{self.name}: {self.data_dir} does not exist and data.download=false; "
+            + HOW_TO_RESTORE[self.name]
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -151,7 +166,9 @@ class MNISTDataModule(pl.LightningDataModule):
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
         self.splits = {
-            "train": BatchedTensorDataset(t["train_images"][train_idx], t["train_labels"][train_idx]),
+            "train": BatchedTensorDataset(
+                t["train_images"][train_idx], t["train_labels"][train_idx]
+            ),
             "val": BatchedTensorDataset(t["train_images"][val_idx], t["train_labels"][val_idx]),
             "test": BatchedTensorDataset(t["test_images"], t["test_labels"]),
         }
@@ -160,7 +177,9 @@ class MNISTDataModule(pl.LightningDataModule):
         ds = self.splits[split]
         sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
         # batch_size=None: the sampler yields whole index batches and the dataset gathers them.
-        return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=shuffle), batch_size=None)
+        return DataLoader(
+            ds, sampler=BatchSampler(sampler, batch_size, drop_last=shuffle), batch_size=None
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

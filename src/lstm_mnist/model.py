@@ -24,7 +24,11 @@ class LSTMClassifier(nn.Module):
         # nn.LSTM's own dropout acts between layers only; `self.dropout` adds it after the last
         # layer too, as the reference recipe's per-cell output dropout does.
         self.lstm = nn.LSTM(
-            input_size, num_units, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+            input_size,
+            num_units,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(num_units, num_classes)

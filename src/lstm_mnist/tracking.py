@@ -69,7 +69,9 @@ def run_name() -> str:
     """The command-line overrides that make this run differ from the defaults, or 'default'."""
     if not HydraConfig.initialized():
         return "default"
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("logger.", "hydra."))]
+    overrides = [
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("logger.", "hydra."))
+    ]
     return ",".join(overrides) or "default"
 
 
