@@ -14,9 +14,18 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lstm_mnist import report
 from lstm_mnist.config import validate
 from lstm_mnist.data import DataError
-from lstm_mnist.tracking import log_config, run_name, run_params, run_tags
+from lstm_mnist.tracking import (
+    log_classifier,
+    log_config,
+    log_test_report,
+    prepare_store,
+    run_name,
+    run_params,
+    run_tags,
+)
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
@@ -26,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     datamodule = instantiate(cfg.data)
     datamodule.setup()  # before the MLflow run exists: a data error records no run
     model = instantiate(cfg.model)
+    prepare_store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
     logger = instantiate(cfg.logger, run_name=run_name(), tags=run_tags())
     logger.log_hyperparams(run_params(cfg))
     log_config(logger, cfg)
@@ -36,6 +46,12 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if cfg.artifacts.pictures:
+        predictions = report.predict_all(model.model, datamodule.test_dataloader())
+        log_test_report(logger, predictions)
+    if cfg.artifacts.model:
+        example, _ = next(iter(datamodule.test_dataloader()))
+        log_classifier(logger, model.model, example[:8])
     return {**metrics, "run_id": logger.run_id, "tracking_uri": cfg.logger.tracking_uri}
 
 

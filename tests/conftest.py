@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 import lstm_mnist.config  # noqa: F401  (registers the schema)
 
@@ -27,24 +26,34 @@ TINY = [
 def tiny_cli_args(tmp_path: Path) -> list[str]:
     """TINY plus a throw-away MLflow store and Hydra output dir under tmp_path."""
     return TINY + [
+        "artifacts.model=false",
+        "artifacts.pictures=false",
         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"hydra.run.dir={tmp_path}/outputs",
         f"hydra.sweep.dir={tmp_path}/multirun",
     ]
 
 
-@pytest.fixture
-def make_cfg(tmp_path: Path):
-    def make(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose(
-                "config",
-                overrides=TINY
-                + [
-                    f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                    f"trainer.default_root_dir={tmp_path}/outputs",
-                    *overrides,
-                ],
-            )
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory) -> tuple[dict, str]:
+    """A few hundred steps of a small model, with its model and test report logged: enough to
+    learn MNIST reasonably, quick on two cores. Returns train()'s result and the store URI."""
+    from train import train
 
-    return make
+    tmp = tmp_path_factory.mktemp("short_run")
+    store = f"sqlite:///{tmp}/mlflow.db"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=TINY
+            + [
+                "num_units=64",
+                "lr=3e-3",
+                "max_steps=400",
+                "log_every=100",
+                "val_every=200",
+                f"logger.tracking_uri={store}",
+                f"trainer.default_root_dir={tmp}/outputs",
+            ],
+        )
+    return train(cfg), store

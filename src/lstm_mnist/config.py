@@ -27,6 +27,7 @@ class Config:
     seed: int = MISSING
     log_every: int = MISSING
     val_every: int = MISSING
+    artifacts: Any = MISSING
     data: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING

@@ -9,13 +9,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import mlflow
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
+from torch import nn
 
+from lstm_mnist import report
 from lstm_mnist.config import PROJECT_ROOT
 
 # Group keys whose short name is what people search for in `mlflow ui`.
@@ -26,10 +31,18 @@ def prepare_store(tracking_uri: str, experiment_name: str) -> str:
     """Create the store's schema and the experiment if needed; return the experiment id.
 
     Run once before jobs start: several jobs creating a fresh SQLite store at once corrupt it.
+    A SQLite store keeps its artifacts in `mlruns/` beside the database file, wherever the
+    command runs from.
     """
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
-    return experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    if experiment:
+        return experiment.experiment_id
+    artifacts = None  # the server's or MLflow's default
+    if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database file
+        db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        artifacts = (db.parent / "mlruns").as_uri()
+    return client.create_experiment(experiment_name, artifact_location=artifacts)
 
 
 class PrepareTrackingStore(Callback):
@@ -98,3 +111,41 @@ def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
         hydra_dir = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
         if hydra_dir.is_dir():
             logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "hydra")
+
+
+def log_classifier(logger: MLFlowLogger, net: nn.Module, example: torch.Tensor) -> None:
+    """Log `net` as an MLflow Model (PyTorch flavour) named "model" that maps a float32 batch of
+    28x28 images in [0, 1] to class probabilities: usable by `mlflow models predict/serve`, the
+    registry and src/predict.py."""
+    model = nn.Sequential(net, nn.Softmax(dim=-1)).eval()
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), model(example).numpy())
+    mlflow.set_tracking_uri(logger.experiment.tracking_uri)
+    with mlflow.start_run(run_id=logger.run_id):
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example[:2].numpy(),
+            serialization_format="pt2",  # torch.export: loads without this repository's code
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
+        )
+
+
+def log_test_report(logger: MLFlowLogger, predictions: report.Predictions) -> None:
+    """Confusion matrix (PNG and CSV), the most confident mistakes, per-class accuracy."""
+    client, run_id = logger.experiment, logger.run_id
+    cm = report.confusion_matrix(predictions)
+    csv = "\n".join(",".join(str(int(v)) for v in row) for row in cm.tolist())
+    client.log_text(run_id, csv + "\n", "test_report/confusion_matrix.csv")
+    figures = {
+        "confusion_matrix.png": report.confusion_matrix_figure(predictions),
+        "worst_mistakes.png": report.worst_mistakes_figure(predictions),
+    }
+    for name, fig in figures.items():
+        if fig is not None:
+            client.log_figure(run_id, fig, f"test_report/{name}")
+            plt.close(fig)
+    client.log_table(
+        run_id, report.per_class_accuracy(predictions), "test_report/per_class_accuracy.json"
+    )
