@@ -46,10 +46,8 @@ def prepare_store(tracking_uri: str, experiment_name: str) -> str:
 
 
 class PrepareTrackingStore(Callback):
-    """Hydra callback: prepare the MLflow store before the first job of a run or sweep."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare_store(config.logger.tracking_uri, config.logger.experiment_name)
+    """Hydra callback: prepare the MLflow store before the first job of a sweep starts (a single
+    run prepares it in train(), after its config passed validation)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         prepare_store(config.logger.tracking_uri, config.logger.experiment_name)
