@@ -40,11 +40,15 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     logger.log_hyperparams(run_params(cfg))
     log_config(logger, cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger)
-    trainer.fit(model, datamodule=datamodule)
-    if trainer.global_step % cfg.val_every:  # the last validation was before the last step
-        trainer.validate(model, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
-    trainer.test(model, datamodule=datamodule, verbose=False)
+    try:
+        trainer.fit(model, datamodule=datamodule)
+        if trainer.global_step % cfg.val_every:  # the last validation was before the last step
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
+        trainer.test(model, datamodule=datamodule, verbose=False)
+    except Exception as err:  # Lightning has marked the run FAILED; say why, where people look
+        logger.experiment.set_tag(logger.run_id, "error", f"{type(err).__name__}: {err}")
+        raise
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if cfg.artifacts.pictures:
         predictions = report.predict_all(model.model, datamodule.test_dataloader())
@@ -59,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
 def main(cfg: DictConfig) -> float:
     try:
         result = train(cfg)
-    except (ValueError, DataError) as err:
+    except (ValueError, DataError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
     uri = result["tracking_uri"]
     if uri.startswith(("http://", "https://")):

@@ -57,3 +57,24 @@ def short_run(tmp_path_factory) -> tuple[dict, str]:
             ],
         )
     return train(cfg), store
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """Compose TINY plus `overrides` with a store in tmp_path; returns (config, store URI)."""
+
+    def make(*overrides: str) -> tuple:
+        store = f"sqlite:///{tmp_path}/mlflow.db"
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=TINY
+                + [
+                    f"logger.tracking_uri={store}",
+                    f"trainer.default_root_dir={tmp_path}/outputs",
+                    *overrides,
+                ],
+            )
+        return cfg, store
+
+    return make

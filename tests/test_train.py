@@ -6,8 +6,17 @@ import sys
 
 import mlflow
 import pytest
+import torch
 from conftest import ROOT, tiny_cli_args
 from hydra import compose, initialize_config_dir
+
+from lstm_mnist.data import BatchedTensorDataset
+from train import train
+
+
+def steps_of(store: str, run, metric: str, values: bool = False) -> list:
+    history = mlflow.MlflowClient(store).get_metric_history(run.info.run_id, metric)
+    return [(m.step, m.value) if values else m.step for m in history]
 
 
 def runs_in(store: str) -> list:
@@ -92,3 +101,42 @@ def test_named_sweep_layers_sweeps_num_layers():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["+sweeps=layers"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params == {"num_layers": "1,2,3"}
+
+
+def test_nan_loss_stops_the_run_as_failed_with_its_reason(make_cfg, monkeypatch):
+    cfg, store = make_cfg("artifacts.model=false", "artifacts.pictures=false")
+    gather = BatchedTensorDataset.__getitem__
+    calls = []
+
+    def poison_from_batch_15(self, indices):
+        x, y = gather(self, indices)
+        calls.append(1)
+        return (x * float("nan"), y) if len(calls) >= 15 else (x, y)
+
+    monkeypatch.setattr(BatchedTensorDataset, "__getitem__", poison_from_batch_15)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1\d; training diverged"):
+        train(cfg)
+    (run,) = runs_in(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("FloatingPointError: loss is nan at step 1")
+    assert steps_of(store, run, "train_loss") == [10]  # stopped before the step-20 point
+
+
+def test_same_seed_same_weights_and_metrics(make_cfg, tmp_path):
+    histories, weights = [], []
+    for attempt in ("a", "b"):
+        cfg, store = make_cfg(
+            "artifacts.model=false",
+            "artifacts.pictures=false",
+            f"trainer.default_root_dir={tmp_path}/{attempt}",
+        )
+        result = train(cfg)
+        (run,) = [r for r in runs_in(store) if r.info.run_id == result["run_id"]]
+        histories.append(
+            {m: steps_of(store, run, m, values=True) for m in ("train_loss", "val_acc", "test_acc")}
+        )
+        (ckpt,) = (tmp_path / attempt).rglob("*.ckpt")
+        weights.append(torch.load(ckpt, weights_only=True)["state_dict"])
+    assert histories[0] == histories[1]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -43,6 +43,10 @@ class LSTMClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):  # stop here: every later step and checkpoint would be garbage
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {self.global_step + 1}; training diverged"
+            )
         self.train_acc(logits, y)
         # "step" is Lightning's x-axis key: steps completed (1..max_steps), not the 0-based index.
         self.log("step", self.global_step + 1.0)
