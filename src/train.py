@@ -7,6 +7,7 @@ python src/train.py -m +sweeps=layers        # a named sweep from sweeps/
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
@@ -26,6 +27,19 @@ from lstm_mnist.tracking import (
     run_params,
     run_tags,
 )
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM. A BaseException, like KeyboardInterrupt: it stops the run but is not
+    the run's error, and Lightning passes it through instead of swallowing it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
@@ -49,6 +63,9 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     except Exception as err:  # Lightning has marked the run FAILED; say why, where people look
         logger.experiment.set_tag(logger.run_id, "error", f"{type(err).__name__}: {err}")
         raise
+    except (Interrupted, KeyboardInterrupt):  # stopped by the user, not failed: KILLED
+        logger.experiment.set_terminated(logger.run_id, "KILLED")
+        raise
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if cfg.artifacts.pictures:
         predictions = report.predict_all(model.model, datamodule.test_dataloader())
@@ -61,10 +78,15 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, raise_interrupted)
     try:
         result = train(cfg)
     except (ValueError, DataError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
+    except Interrupted as stop:  # ends a sweep too: its remaining jobs do not start
+        print(f"interrupted by {stop}: the run is marked KILLED", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     uri = result["tracking_uri"]
     if uri.startswith(("http://", "https://")):
         ui = f"open {uri}"

@@ -1,8 +1,10 @@
 """End to end: real training on real MNIST into a real (temporary) SQLite MLflow store."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import mlflow
 import pytest
@@ -11,6 +13,7 @@ from conftest import ROOT, tiny_cli_args
 from hydra import compose, initialize_config_dir
 
 from lstm_mnist.data import BatchedTensorDataset
+from lstm_mnist.tracking import prepare_store
 from train import train
 
 
@@ -140,3 +143,36 @@ def test_same_seed_same_weights_and_metrics(make_cfg, tmp_path):
     assert histories[0] == histories[1]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_is_killed_not_failed_or_running(tmp_path, signum, exit_code):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_store(store, "lstm-mnist")  # so that polling it below never races its creation
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *tiny_cli_args(tmp_path)]
+        + ["max_steps=100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until it is really training
+            runs = runs_in(store)
+            if runs and steps_of(store, runs[0], "train_loss"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("training did not start")
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_code, stderr[-2000:]
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    (run,) = runs_in(store)
+    assert run.info.status == "KILLED"
