@@ -9,53 +9,98 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import hydra
+import mlflow
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lstm_mnist import report
+from lstm_mnist.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointOnInterrupt,
+    Interrupted,
+    latest_checkpoint,
+    raise_interrupted,
+)
 from lstm_mnist.config import validate
 from lstm_mnist.data import DataError
+from lstm_mnist.store import Heartbeat, mark_stale_runs, prepare_store
 from lstm_mnist.tracking import (
     log_classifier,
     log_config,
     log_test_report,
-    prepare_store,
     run_name,
     run_params,
     run_tags,
 )
 
 
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM. A BaseException, like KeyboardInterrupt: it stops the run but is not
-    the run's error, and Lightning passes it through instead of swallowing it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
+def resume_point(cfg: DictConfig) -> Path:
+    """The checkpoint to resume run `cfg.resume` from; the config must be the run's own."""
+    client = mlflow.MlflowClient(cfg.logger.tracking_uri)
+    try:
+        run = client.get_run(cfg.resume)
+    except mlflow.MlflowException as err:
+        raise ValueError(f"resume={cfg.resume}: no such run in the store") from err
+    if run.info.status == "FINISHED":
+        raise ValueError(f"resume={cfg.resume}: that run has FINISHED; nothing to resume")
+    for key, value in run_params(cfg).items():
+        if run.data.params.get(key, str(value)) != str(value)[:250]:
+            raise ValueError(
+                f"resume={cfg.resume}: {key}={value} here but {run.data.params[key]} in that run;"
+                f" repeat its overrides: {run.data.tags.get('overrides', '')}"
+            )
+    path = latest_checkpoint(Path(cfg.ckpt_dir) / cfg.resume)
+    if path is None:
+        raise ValueError(
+            f"resume={cfg.resume}: no usable checkpoint in {cfg.ckpt_dir}/{cfg.resume}"
+        )
+    return path
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
-    """Fit on train, validate every `val_every` steps and at the end, test once; return metrics."""
+    """Fit on train, validate every `val_every` steps and at the end, test once; return metrics.
+
+    With `resume=<run id>`, continue that run from its last checkpoint, into the same MLflow run.
+    """
     validate(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup()  # before the MLflow run exists: a data error records no run
     model = instantiate(cfg.model)
-    prepare_store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
-    logger = instantiate(cfg.logger, run_name=run_name(), tags=run_tags())
+    experiment_id = prepare_store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
+    mark_stale_runs(cfg.logger.tracking_uri, experiment_id, cfg.stale_after_s)
+    ckpt_path = resume_point(cfg) if cfg.resume else None
+    logger = instantiate(cfg.logger, run_name=run_name(), tags=run_tags(), run_id=cfg.resume)
+    if cfg.resume:
+        logger.experiment.update_run(cfg.resume, status="RUNNING")
     logger.log_hyperparams(run_params(cfg))
     log_config(logger, cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger)
+    ckpt_dir = Path(cfg.ckpt_dir) / logger.run_id
+    callbacks = [
+        *instantiate(cfg.trainer.callbacks),
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="step={step:.0f}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=cfg.val_every,
+            monitor="step",
+            mode="max",
+            save_top_k=2,  # the newest two: one to fall back on if the newest is damaged
+            enable_version_counter=False,
+        ),
+        CheckpointOnInterrupt(ckpt_dir),
+        Heartbeat(every_s=cfg.stale_after_s / 10),
+    ]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
     try:
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.global_step % cfg.val_every:  # the last validation was before the last step
             trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
@@ -82,7 +127,7 @@ def main(cfg: DictConfig) -> float:
         signal.signal(signum, raise_interrupted)
     try:
         result = train(cfg)
-    except (ValueError, DataError, FloatingPointError) as err:
+    except (ValueError, DataError, FloatingPointError, ConnectionError, OSError) as err:
         sys.exit(f"error: {err}")
     except Interrupted as stop:  # ends a sweep too: its remaining jobs do not start
         print(f"interrupted by {stop}: the run is marked KILLED", file=sys.stderr)

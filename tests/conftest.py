@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -30,6 +34,7 @@ def tiny_cli_args(tmp_path: Path) -> list[str]:
         "artifacts.pictures=false",
         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
         f"hydra.run.dir={tmp_path}/outputs",
+        f"ckpt_dir={tmp_path}/checkpoints",
         f"hydra.sweep.dir={tmp_path}/multirun",
     ]
 
@@ -54,6 +59,7 @@ def short_run(tmp_path_factory) -> tuple[dict, str]:
                 "val_every=200",
                 f"logger.tracking_uri={store}",
                 f"trainer.default_root_dir={tmp}/outputs",
+                f"ckpt_dir={tmp}/checkpoints",
             ],
         )
     return train(cfg), store
@@ -72,9 +78,34 @@ def make_cfg(tmp_path: Path):
                 + [
                     f"logger.tracking_uri={store}",
                     f"trainer.default_root_dir={tmp_path}/outputs",
+                    f"ckpt_dir={tmp_path}/checkpoints",
                     *overrides,
                 ],
             )
         return cfg, store
 
     return make
+
+
+def steps_of(store: str, run, metric: str, values: bool = False) -> list:
+    history = mlflow.MlflowClient(store).get_metric_history(run.info.run_id, metric)
+    return [(m.step, m.value) if values else m.step for m in history]
+
+
+def runs_in(store: str) -> list:
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name("lstm-mnist")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def run_cli(tmp_path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
+        + [*tiny_cli_args(tmp_path), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )

@@ -122,3 +122,10 @@ def test_fashion_mnist_from_debian_package():
     assert torch.bincount(torch.cat([train.labels, val.labels])).tolist() == [6000] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     assert not torch.equal(test.images, read_idx(BUNDLED_DIR / FILES["test_images"]))
+
+
+def test_truncated_file_is_rejected_with_the_file_name(data_copy):
+    victim = data_copy / FILES["train_images"]
+    victim.write_bytes(victim.read_bytes()[:-1000])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is corrupt"):
+        MNISTDataModule(data_dir=str(data_copy)).setup()

@@ -1,14 +1,15 @@
 """The typed schema of conf/config.yaml and the value checks Hydra's types cannot express.
 
 Importing this module registers the schema, so `num_layers=two` fails at composition time,
-before any run is recorded.
+before any run is recorded; hydra_plugins/validating_sweeper.py applies the same checks to
+every job of a sweep before the first one starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -28,6 +29,9 @@ class Config:
     log_every: int = MISSING
     val_every: int = MISSING
     artifacts: Any = MISSING
+    ckpt_dir: str = MISSING
+    resume: Optional[str] = None  # noqa: UP045  (OmegaConf reads this annotation at run time)
+    stale_after_s: float = MISSING
     data: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING
@@ -49,6 +53,7 @@ RULES = {
     "max_steps": (lambda v: v >= 1, "an integer >= 1"),
     "log_every": (lambda v: v >= 1, "an integer >= 1"),
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
+    "stale_after_s": (lambda v: v > 0, "a number of seconds > 0"),
 }
 
 

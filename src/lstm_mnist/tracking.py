@@ -1,11 +1,11 @@
-"""What MLflow records about a run beyond Lightning's metrics: params, tags, config files.
-
-Also the Hydra callback that prepares the store once, before any job of a run or sweep starts.
-"""
+"""What MLflow records about a run beyond Lightning's metrics: params, tags, config files, the
+model and the test report."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt
 import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
@@ -23,48 +22,27 @@ from torch import nn
 from lstm_mnist import report
 from lstm_mnist.config import PROJECT_ROOT
 
+log = logging.getLogger(__name__)
+
 # Group keys whose short name is what people search for in `mlflow ui`.
 SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
-
-
-def prepare_store(tracking_uri: str, experiment_name: str) -> str:
-    """Create the store's schema and the experiment if needed; return the experiment id.
-
-    Run once before jobs start: several jobs creating a fresh SQLite store at once corrupt it.
-    A SQLite store keeps its artifacts in `mlruns/` beside the database file, wherever the
-    command runs from.
-    """
-    client = mlflow.MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment:
-        return experiment.experiment_id
-    artifacts = None  # the server's or MLflow's default
-    if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database file
-        db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-        artifacts = (db.parent / "mlruns").as_uri()
-    return client.create_experiment(experiment_name, artifact_location=artifacts)
-
-
-class PrepareTrackingStore(Callback):
-    """Hydra callback: prepare the MLflow store before the first job of a sweep starts (a single
-    run prepares it in train(), after its config passed validation)."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare_store(config.logger.tracking_uri, config.logger.experiment_name)
 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
     """Every hyperparameter once: top-level knobs by name, other group keys as `group.key`.
 
     Group keys that only interpolate a knob (model.num_units: ${num_units}) are left out as
-    duplicates, and so is the tracking URI, which may hold credentials.
+    duplicates, and so is the tracking URI, which may hold credentials, and `resume`, which
+    differs between the first and the resumed session of one run.
     """
     params: dict[str, Any] = {}
 
     def visit(node: DictConfig, prefix: str) -> None:
         for key in node:
             name = f"{prefix}{key}"
-            if key in ("_target_", "tracking_uri") or OmegaConf.is_interpolation(node, key):
+            if key in ("_target_", "tracking_uri", "resume") or OmegaConf.is_interpolation(
+                node, key
+            ):
                 continue
             value = node[key]
             if isinstance(value, DictConfig):
@@ -119,7 +97,9 @@ def log_classifier(logger: MLFlowLogger, net: nn.Module, example: torch.Tensor) 
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
     mlflow.set_tracking_uri(logger.experiment.tracking_uri)
-    with mlflow.start_run(run_id=logger.run_id):
+    with mlflow.start_run(run_id=logger.run_id), warnings.catch_warnings():
+        # torch.export's note on nn.LSTM's cached weight list; harmless for inference
+        warnings.filterwarnings("ignore", "The tensor attributes .* assigned during export")
         mlflow.pytorch.log_model(
             model,
             name="model",

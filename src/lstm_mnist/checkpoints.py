@@ -1,0 +1,103 @@
+"""Checkpoints that survive interrupts and full disks, and finding the one to resume from.
+
+Each run keeps its checkpoints in a stable folder, `<ckpt_dir>/<MLflow run id>/step=N.ckpt`
+(not Hydra's timestamped output folder), so `resume=<run id>` finds them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM. A BaseException, like KeyboardInterrupt: it stops the run but is not
+    the run's error, and Lightning passes it through instead of swallowing it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file in the same folder, fsync, then rename: a crash or a full disk
+    never leaves a truncated checkpoint under a name that resume would load."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        buffer = io.BytesIO()  # serialise first: a failed write then raises a plain OSError
+        torch.save(checkpoint, buffer)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:  # disk full, read-only folder...: name what could not be written
+            tmp.unlink(missing_ok=True)
+            raise OSError(err.errno, f"cannot write checkpoint {path}: {err.strerror}") from err
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """Ctrl-C or SIGTERM during training: finish the current step, checkpoint it, then stop by
+    raising Interrupted. A second signal stops at once."""
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath = dirpath
+        self.signum: int | None = None
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning puts back the handlers it found when fit ends.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._note)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.signum is not None:
+            trainer.save_checkpoint(self.dirpath / f"step={trainer.global_step}.ckpt")
+            raise Interrupted(self.signum)
+
+
+def checkpoint_step(path: Path) -> int:
+    match = re.fullmatch(r"step=(\d+)\.ckpt", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def latest_checkpoint(dirpath: Path) -> Path | None:
+    """The newest checkpoint in `dirpath` that loads; empty or unreadable ones are skipped with a
+    warning, never loaded."""
+    for path in sorted(dirpath.glob("step=*.ckpt"), key=checkpoint_step, reverse=True):
+        try:
+            if path.stat().st_size == 0:
+                raise ValueError("empty file")
+            torch.load(path, map_location="cpu", weights_only=True)
+            return path
+        except Exception as err:
+            log.warning(f"skipping checkpoint {path}: unreadable ({err})")
+    return None

@@ -1,0 +1,217 @@
+"""Nothing lost, nothing stuck: each failure a long unattended sweep can meet, provoked for real."""
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
+
+from lstm_mnist.data import BatchedTensorDataset
+from lstm_mnist.store import prepare_store
+from train import train
+
+
+def test_nan_loss_stops_the_run_as_failed_with_its_reason(make_cfg, monkeypatch):
+    cfg, store = make_cfg("artifacts.model=false", "artifacts.pictures=false")
+    gather = BatchedTensorDataset.__getitem__
+    calls = []
+
+    def poison_from_batch_15(self, indices):
+        x, y = gather(self, indices)
+        calls.append(1)
+        return (x * float("nan"), y) if len(calls) >= 15 else (x, y)
+
+    monkeypatch.setattr(BatchedTensorDataset, "__getitem__", poison_from_batch_15)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1\d; training diverged"):
+        train(cfg)
+    (run,) = runs_in(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("FloatingPointError: loss is nan at step 1")
+    assert steps_of(store, run, "train_loss") == [10]  # stopped before the step-20 point
+
+
+def test_same_seed_same_weights_and_metrics(make_cfg, tmp_path):
+    histories, weights = [], []
+    for _ in range(2):
+        cfg, store = make_cfg("artifacts.model=false", "artifacts.pictures=false")
+        result = train(cfg)
+        (run,) = [r for r in runs_in(store) if r.info.run_id == result["run_id"]]
+        histories.append(
+            {m: steps_of(store, run, m, values=True) for m in ("train_loss", "val_acc", "test_acc")}
+        )
+        (ckpt,) = (tmp_path / "checkpoints" / result["run_id"]).glob("*.ckpt")
+        weights.append(torch.load(ckpt, weights_only=True)["state_dict"])
+    assert histories[0] == histories[1]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def start_training(tmp_path, *overrides: str, **popen) -> tuple[subprocess.Popen, str]:
+    """A long tiny-model training in a subprocess, once it is really training."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_store(store, "lstm-mnist")  # so that polling it below never races its creation
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *tiny_cli_args(tmp_path)]
+        + ["max_steps=100000", *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        **popen,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = runs_in(store)
+        if runs and steps_of(store, runs[0], "train_loss"):
+            return proc, runs[0].info.run_id
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("training did not start: " + proc.communicate()[1][-2000:])
+
+
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_checkpoints_the_last_step_and_marks_the_run_killed(tmp_path, signum, exit_code):
+    proc, run_id = start_training(tmp_path, "val_every=100000")  # no periodic checkpoints
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == exit_code, stderr[-2000:]
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    (run,) = runs_in(store)
+    assert run.info.status == "KILLED"
+    (ckpt,) = (tmp_path / "checkpoints" / run_id).glob("*.ckpt")  # the interrupt's own
+    state = torch.load(ckpt, weights_only=True)
+    assert ckpt.name == f"step={state['global_step']}.ckpt"
+    assert state["global_step"] >= max(steps_of(store, run, "train_loss"))
+
+
+def test_resume_continues_the_same_run_without_gaps_or_repeats(tmp_path):
+    proc, run_id = start_training(tmp_path, "max_steps=400")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    damaged = tmp_path / "checkpoints" / run_id / "step=99999.ckpt"
+    damaged.write_bytes(b"")  # newest by name, and unusable: must be skipped
+
+    proc = run_cli(tmp_path, "max_steps=400", f"resume={run_id}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"skipping checkpoint {damaged}" in proc.stdout  # Hydra logs to stdout
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    (run,) = runs_in(store)  # the same run, not a new one
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert steps_of(store, run, "train_loss") == list(range(10, 401, 10))
+    assert steps_of(store, run, "val_acc") == list(range(20, 401, 20))
+    assert steps_of(store, run, "test_acc") == [400]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    proc, run_id = start_training(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    proc = run_cli(tmp_path, "num_units=32", f"resume={run_id}")
+    assert proc.returncode != 0
+    assert f"error: resume={run_id}: num_units=32 here but 16 in that run" in proc.stderr
+
+
+def test_run_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
+    proc, dead_id = start_training(tmp_path)
+    proc.kill()  # SIGKILL: no handler runs, the run stays RUNNING
+    proc.communicate(timeout=60)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    assert runs_in(store)[0].info.status == "RUNNING"
+    time.sleep(3)
+    proc = run_cli(tmp_path, "stale_after_s=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"run {dead_id} was left RUNNING" in proc.stdout  # Hydra logs to stdout
+    status = {r.info.run_id: r.info.status for r in runs_in(store)}
+    assert status.pop(dead_id) == "KILLED"
+    assert list(status.values()) == ["FINISHED"]
+
+
+def test_full_disk_fails_the_run_and_leaves_no_truncated_checkpoint(tmp_path):
+    def small_files_only():  # every file this process writes is capped at 4 MB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, 4_000_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a dead process
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(  # 512 units: a ~13 MB checkpoint, written at step 20
+        [sys.executable, str(ROOT / "src" / "train.py"), *tiny_cli_args(tmp_path)]
+        + ["num_units=512"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=small_files_only,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "error: [Errno 27] cannot write checkpoint" in proc.stderr
+    (run,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FAILED"
+    assert "cannot write checkpoint" in run.data.tags["error"]
+    assert list((tmp_path / "checkpoints").rglob("*ckpt*")) == []  # not even a temporary file
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ("dropout=0.1,1.5", "error: sweep rejected before any job ran: dropout=1.5 is invalid"),
+        ("num_layers=1,two,3", "num_layers"),
+    ],
+)
+def test_one_bad_job_rejects_the_whole_sweep_before_it_starts(tmp_path, sweep, message):
+    proc = run_cli(tmp_path, sweep, multirun=True)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []  # not even the good jobs ran
+
+
+def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    # Last override wins: the tracking URI replaces tiny_cli_args' SQLite store.
+    proc = run_cli(tmp_path, f"logger.tracking_uri={uri}")
+    assert time.monotonic() - started < 120  # MLflow's own retries would take minutes
+    assert proc.returncode != 0
+    assert f"error: MLflow tracking server {uri} does not answer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    sweeps = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "src" / "train.py"), "-m", *tiny_cli_args(tmp_path)]
+            + ["num_layers=1,2,3", f"hydra.sweep.dir={tmp_path}/multirun_{name}", f"seed={seed}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+        for seed, name in enumerate("ab")
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in sweeps]
+    for proc, stderr in zip(sweeps, errors, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "database is locked" not in stderr
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    runs = runs_in(store)
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["sweep_id"] for r in runs}) == 2
+    for run in runs:  # every metric point of every run is there
+        assert steps_of(store, run, "train_loss") == [10, 20, 30]
+        assert steps_of(store, run, "val_acc") == [20, 30]
+        assert steps_of(store, run, "test_acc") == [30]
