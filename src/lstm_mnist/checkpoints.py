@@ -67,6 +67,7 @@ class CheckpointOnInterrupt(pl.Callback):
     def __init__(self, dirpath: Path) -> None:
         self.dirpath = dirpath
         self.signum: int | None = None
+        self.saved = False
 
     def _note(self, signum: int, frame: object) -> None:
         if self.signum is not None:
@@ -78,9 +79,21 @@ class CheckpointOnInterrupt(pl.Callback):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._note)
 
+    # Checkpoint at the end of the step, as ModelCheckpoint does (the state Lightning resumes
+    # from cleanly), but stop only at the start of the next one: Lightning sends a step's
+    # metrics to MLflow after on_train_batch_end, and resume must not miss them.
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.signum is not None:
+        if self.signum is not None and not self.saved:
             trainer.save_checkpoint(self.dirpath / f"step={trainer.global_step}.ckpt")
+            self.saved = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.saved:
+            raise Interrupted(self.signum)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum is not None:  # a signal during the very last step
+            self.on_train_batch_end(trainer)
             raise Interrupted(self.signum)
 
 
