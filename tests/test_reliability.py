@@ -215,3 +215,29 @@ def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
         assert steps_of(store, run, "train_loss") == [10, 20, 30]
         assert steps_of(store, run, "val_acc") == [20, 30]
         assert steps_of(store, run, "test_acc") == [30]
+
+
+def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    prepare_store(store, "lstm-mnist")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), "-m", *tiny_cli_args(tmp_path)]
+        + ["max_steps=100000", "num_layers=1,2,3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not (runs_in(store) and steps_of(store, runs_in(store)[0], "train_loss")):
+        assert time.monotonic() < deadline, "the first job did not start"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert "sweep interrupted; 2 job(s) not run:" in stderr
+    assert "num_layers=2" in stderr and "num_layers=3" in stderr
+    (run,) = runs_in(store)  # the other two never started
+    assert run.info.status == "KILLED" and run.data.params["num_layers"] == "1"
