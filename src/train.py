@@ -7,6 +7,7 @@ python src/train.py -m +sweeps=layers        # a named sweep from sweeps/
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import hydra
 import mlflow
 import pytorch_lightning as pl
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -26,7 +28,7 @@ from lstm_mnist.checkpoints import (
     latest_checkpoint,
     raise_interrupted,
 )
-from lstm_mnist.config import validate
+from lstm_mnist.config import one_line, validate
 from lstm_mnist.data import DataError
 from lstm_mnist.store import Heartbeat, mark_stale_runs, prepare_store
 from lstm_mnist.tracking import (
@@ -145,4 +147,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    # Hydra then raises its errors instead of printing them over several lines: we print one.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (ConfigCompositionException, OverrideParseException) as err:
+        sys.exit(f"error: {one_line(err)}")

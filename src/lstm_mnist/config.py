@@ -7,7 +7,8 @@ every job of a sweep before the first one starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,3 +64,28 @@ def validate(cfg: DictConfig) -> None:
         value = cfg[key]
         if not ok(value):
             raise ValueError(f"{key}={value} is invalid: must be {allowed}")
+
+
+def one_line(err: Exception) -> str:
+    """Hydra's composition errors (misspelled key, wrong type, unknown option) in one line that
+    names the key or value and what is allowed."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = lines[0].rstrip(".")
+    if any(line.startswith("Available options") for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        options = [
+            line for line in lines[start + 1 :] if not line.startswith(("Config ", "provider="))
+        ]
+        message += f"; {lines[start].rstrip(':').lower()}: {', '.join(options)}"
+    if message.startswith("Ambiguous value"):
+        message += " (a sweep needs -m; a list is key=[a,b])"
+    cause = err.__cause__
+    if cause is not None:
+        message += f": {str(cause).splitlines()[0]}"
+        key = getattr(cause, "key", None)
+        top_level = isinstance(key, str) and getattr(cause, "full_key", key) == key
+        if "not in" in str(cause) and top_level:
+            known = [f.name for f in fields(Config)]
+            close = get_close_matches(key, known, n=1)
+            message += f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
+    return message
