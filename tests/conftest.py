@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 import lstm_mnist.config  # noqa: F401  (registers the schema)
 
@@ -39,52 +40,41 @@ def tiny_cli_args(tmp_path: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
-def short_run(tmp_path_factory) -> tuple[dict, str]:
-    """A few hundred steps of a small model, with its model and test report logged: enough to
-    learn MNIST reasonably, quick on two cores. Returns train()'s result and the store URI."""
-    from train import train
-
-    tmp = tmp_path_factory.mktemp("short_run")
+def compose_tiny(tmp: Path, *overrides: str) -> tuple[DictConfig, str]:
+    """TINY plus `overrides`, with the store, outputs and checkpoints under tmp; returns the
+    config and the store URI."""
     store = f"sqlite:///{tmp}/mlflow.db"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=TINY
             + [
-                "num_units=64",
-                "lr=3e-3",
-                "max_steps=400",
-                "log_every=100",
-                "val_every=200",
                 f"logger.tracking_uri={store}",
                 f"trainer.default_root_dir={tmp}/outputs",
                 f"ckpt_dir={tmp}/checkpoints",
+                *overrides,
             ],
         )
+    return cfg, store
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory) -> tuple[dict, str]:
+    """A few hundred steps of a small model, with its model and test report logged: enough to
+    learn MNIST reasonably, quick on two cores. Returns train()'s result and the store URI."""
+    from train import train
+
+    cfg, store = compose_tiny(
+        tmp_path_factory.mktemp("short_run"),
+        *["num_units=64", "lr=3e-3", "max_steps=400", "log_every=100", "val_every=200"],
+    )
     return train(cfg), store
 
 
 @pytest.fixture
 def make_cfg(tmp_path: Path):
-    """Compose TINY plus `overrides` with a store in tmp_path; returns (config, store URI)."""
-
-    def make(*overrides: str) -> tuple:
-        store = f"sqlite:///{tmp_path}/mlflow.db"
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                "config",
-                overrides=TINY
-                + [
-                    f"logger.tracking_uri={store}",
-                    f"trainer.default_root_dir={tmp_path}/outputs",
-                    f"ckpt_dir={tmp_path}/checkpoints",
-                    *overrides,
-                ],
-            )
-        return cfg, store
-
-    return make
+    """compose_tiny(tmp_path, ...) as a fixture."""
+    return lambda *overrides: compose_tiny(tmp_path, *overrides)
 
 
 def steps_of(store: str, run, metric: str, values: bool = False) -> list:

@@ -52,20 +52,20 @@ def test_same_seed_same_weights_and_metrics(make_cfg, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def start_training(tmp_path, *overrides: str, **popen) -> tuple[subprocess.Popen, str]:
-    """A long tiny-model training in a subprocess, once it is really training."""
+def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
+    """A long tiny-model training (or sweep) in a subprocess, once it is really training.
+    Returns the process and the id of its (first) run."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
     prepare_store(store, "lstm-mnist")  # so that polling it below never races its creation
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *tiny_cli_args(tmp_path)]
-        + ["max_steps=100000", *overrides],
+        [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
+        + [*tiny_cli_args(tmp_path), "max_steps=100000", *overrides],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
         env=env,
-        **popen,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -218,26 +218,11 @@ def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
 
 
 def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    store = f"sqlite:///{tmp_path}/mlflow.db"
-    prepare_store(store, "lstm-mnist")
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), "-m", *tiny_cli_args(tmp_path)]
-        + ["max_steps=100000", "num_layers=1,2,3"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
-    deadline = time.monotonic() + 120
-    while not (runs_in(store) and steps_of(store, runs_in(store)[0], "train_loss")):
-        assert time.monotonic() < deadline, "the first job did not start"
-        time.sleep(0.5)
+    proc, _ = start_training(tmp_path, "num_layers=1,2,3", multirun=True)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert "sweep interrupted; 2 job(s) not run:" in stderr
     assert "num_layers=2" in stderr and "num_layers=3" in stderr
-    (run,) = runs_in(store)  # the other two never started
+    (run,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db")  # the other two never started
     assert run.info.status == "KILLED" and run.data.params["num_layers"] == "1"
