@@ -82,17 +82,23 @@ def steps_of(store: str, run, metric: str, values: bool = False) -> list:
     return [(m.step, m.value) if values else m.step for m in history]
 
 
-def runs_in(store: str) -> list:
+def runs_in(store: str, parents: bool = False) -> list:
+    """The training runs in the store (or, with parents=True, the sweeps' parent runs)."""
     client = mlflow.MlflowClient(store)
     exp = client.get_experiment_by_name("lstm-mnist")
-    return client.search_runs([exp.experiment_id]) if exp else []
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if ("sweep_key" in r.data.tags) == parents]
 
 
-def run_cli(tmp_path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    tmp_path, *overrides: str, multirun: bool = False, replace: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """src/train.py with tiny_cli_args (or `replace`) and `overrides`, run in tmp_path."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    base = tiny_cli_args(tmp_path) if replace is None else replace
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
-        + [*tiny_cli_args(tmp_path), *overrides],
+        + [*base, *overrides],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -211,6 +211,10 @@ def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
     runs = runs_in(store)
     assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["sweep_id"] for r in runs}) == 2
+    parents = runs_in(store, parents=True)
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+    assert [p.data.metrics["jobs_finished"] for p in parents] == [3, 3]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {p.info.run_id for p in parents}
     for run in runs:  # every metric point of every run is there
         assert steps_of(store, run, "train_loss") == [10, 20, 30]
         assert steps_of(store, run, "val_acc") == [20, 30]
@@ -226,3 +230,5 @@ def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
     assert "num_layers=2" in stderr and "num_layers=3" in stderr
     (run,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db")  # the other two never started
     assert run.info.status == "KILLED" and run.data.params["num_layers"] == "1"
+    (parent,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db", parents=True)
+    assert parent.info.status == "KILLED" and parent.data.metrics["jobs_killed"] == 1

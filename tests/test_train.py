@@ -79,5 +79,5 @@ def test_bad_override_fails_in_one_line_and_records_no_run(tmp_path, override, m
 
 def test_named_sweep_layers_sweeps_num_layers():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+sweeps=layers"], return_hydra_config=True)
+        cfg = compose("config", overrides=["sweeps=layers"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params == {"num_layers": "1,2,3"}

@@ -27,12 +27,14 @@ class Config:
     batch_size: int = MISSING
     max_steps: int = MISSING
     seed: int = MISSING
+    num_threads: Optional[int] = None  # noqa: UP045
     log_every: int = MISSING
     val_every: int = MISSING
     artifacts: Any = MISSING
     ckpt_dir: str = MISSING
     resume: Optional[str] = None  # noqa: UP045  (OmegaConf reads this annotation at run time)
     stale_after_s: float = MISSING
+    sweep: Any = MISSING
     data: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING
@@ -55,6 +57,7 @@ RULES = {
     "log_every": (lambda v: v >= 1, "an integer >= 1"),
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "stale_after_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "num_threads": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
 }
 
 

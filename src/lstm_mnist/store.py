@@ -99,6 +99,8 @@ def mark_stale_runs(tracking_uri: str, experiment_id: str, stale_after_s: float)
     now = time.time()
     stale = []
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+        if "sweep_key" in run.data.tags:  # a sweep's parent run: its sweeper closes it
+            continue
         last = float(run.data.tags.get("heartbeat", run.info.start_time / 1000))
         if now - last > stale_after_s:
             client.set_terminated(run.info.run_id, "KILLED")

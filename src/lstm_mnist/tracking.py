@@ -3,6 +3,8 @@ model and the test report."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import subprocess
 import warnings
@@ -24,6 +26,8 @@ from lstm_mnist.config import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
+# Not hyperparameters: where the run is recorded, and which run or sweep it continues.
+SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "hydra")
 # Group keys whose short name is what people search for in `mlflow ui`.
 SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
 
@@ -33,16 +37,15 @@ def run_params(cfg: DictConfig) -> dict[str, Any]:
 
     Group keys that only interpolate a knob (model.num_units: ${num_units}) are left out as
     duplicates, and so is the tracking URI, which may hold credentials, and `resume`, which
-    differs between the first and the resumed session of one run.
+    differs between the first and the resumed session of one run, and `sweep`, which only says
+    which sweep the run belongs to.
     """
     params: dict[str, Any] = {}
 
     def visit(node: DictConfig, prefix: str) -> None:
         for key in node:
             name = f"{prefix}{key}"
-            if key in ("_target_", "tracking_uri", "resume") or OmegaConf.is_interpolation(
-                node, key
-            ):
+            if key in SKIPPED or OmegaConf.is_interpolation(node, key):
                 continue
             value = node[key]
             if isinstance(value, DictConfig):
@@ -54,18 +57,33 @@ def run_params(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
+def config_hash(cfg: DictConfig) -> str:
+    """A digest of run_params(cfg): equal for two runs exactly when they train the same thing.
+    A sweep run again skips the jobs whose hash already FINISHED in it."""
+    text = json.dumps(run_params(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_name() -> str:
     """The command-line overrides that make this run differ from the defaults, or 'default'."""
     if not HydraConfig.initialized():
         return "default"
     overrides = [
-        o for o in HydraConfig.get().overrides.task if not o.startswith(("logger.", "hydra."))
+        o
+        for o in HydraConfig.get().overrides.task
+        if not o.startswith(("logger.", "hydra.", "sweep."))
     ]
     return ",".join(overrides) or "default"
 
 
-def run_tags() -> dict[str, str]:
-    tags = {}
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """Git commit, overrides, config hash, torch threads, and for a sweep's job its parent run
+    (MLflow nests the run under it), sweep directory, job number and Optuna trial."""
+    tags = {"config_hash": config_hash(cfg), "torch_threads": str(torch.get_num_threads())}
+    if cfg.sweep.parent_run:
+        tags["mlflow.parentRunId"] = cfg.sweep.parent_run
+    if cfg.sweep.trial is not None:
+        tags["optuna_trial"] = str(cfg.sweep.trial)
     commit = subprocess.run(
         ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
     )

@@ -1,0 +1,118 @@
+"""Sweeps from the command line, into a real SQLite MLflow store and Optuna study."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import optuna
+from conftest import run_cli, runs_in, steps_of, tiny_cli_args
+
+
+def sweep_args(tmp_path, *drop: str) -> list[str]:
+    """tiny_cli_args without the overrides that start with `drop` (the swept knobs)."""
+    return [a for a in tiny_cli_args(tmp_path) if not a.startswith(drop)]
+
+
+def run_sweep(tmp_path, *overrides: str, drop: tuple[str, ...] = ()):
+    return run_cli(tmp_path, *overrides, multirun=True, replace=sweep_args(tmp_path, *drop))
+
+
+def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(store)
+    (parent,) = runs_in(store, parents=True)
+    assert sorted(r.data.params["num_layers"] for r in runs) == ["1", "2", "3"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.info.run_name == "layers" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["jobs_finished"] == 3
+    assert parent.data.metrics["jobs_failed"] == parent.data.metrics["jobs_pruned"] == 0
+    best = max(runs, key=lambda r: r.data.metrics["val_acc"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_val_acc"] == best.data.metrics["val_acc"]
+    client = mlflow.MlflowClient(store)
+    definition = open(client.download_artifacts(parent.info.run_id, "sweep.yaml")).read()
+    assert "num_layers: 1,2,3" in definition
+
+    again = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 of 3 jobs already FINISHED" in again.stdout
+    assert len(runs_in(store)) == 3 and len(runs_in(store, parents=True)) == 1
+
+    deleted = next(r for r in runs if r.data.params["num_layers"] == "2")
+    client.delete_run(deleted.info.run_id)
+    third = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "2 of 3 jobs already FINISHED" in third.stdout
+    (new,) = [r for r in runs_in(store) if r.info.run_id not in {r.info.run_id for r in runs}]
+    assert new.data.params["num_layers"] == "2" and new.info.status == "FINISHED"
+    assert new.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert len(runs_in(store, parents=True)) == 1
+
+
+def test_failed_job_is_recorded_and_the_others_still_run(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_sweep(tmp_path, "num_units=16,2000000,32")  # job 2 needs 64 TB: out of memory
+    assert proc.returncode == 1
+    assert "sweep done; 1 of 3 job(s) failed:" in proc.stderr
+    assert "#1 num_units=2000000" in proc.stderr and "can't allocate memory" in proc.stderr
+    runs = runs_in(store)
+    status = {r.data.params["num_units"]: r.info.status for r in runs}
+    assert status == {"16": "FINISHED", "2000000": "FAILED", "32": "FINISHED"}
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert "can't allocate memory" in failed.data.tags["error"]
+    (parent,) = runs_in(store, parents=True)
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["jobs_finished"] == 2 and parent.data.metrics["jobs_failed"] == 1
+
+
+def test_optuna_sweep_prunes_a_hopeless_trial_and_resumes_its_study(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    search = [
+        "sweeps=optuna",
+        "~hydra.sweeper.params.num_units",  # keep the tiny model: search lr and dropout only
+        "~hydra.sweeper.params.num_layers",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:1.0e-7}]",  # the second cannot learn
+    ]
+    proc = run_sweep(tmp_path, *search, "hydra.sweeper.n_trials=2", drop=("lr",))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,) = runs_in(store, parents=True)
+    study = optuna.load_study(
+        study_name=parent.data.tags["optuna_study"], storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED"]
+    assert study.trials[1].params["lr"] == 1.0e-7
+    assert list(study.trials[1].intermediate_values) == [20]  # stopped at its first validation
+    runs = {r.data.tags["optuna_trial"]: r for r in runs_in(store)}
+    assert (
+        runs["1"].info.status == "FINISHED" and "pruned at step 20" in runs["1"].data.tags["pruned"]
+    )
+    assert steps_of(store, runs["1"], "val_acc") == [20]
+    assert "pruned" not in runs["0"].data.tags and steps_of(store, runs["0"], "val_acc") == [20, 30]
+    assert parent.data.metrics["jobs_pruned"] == 1 and parent.data.metrics["jobs_finished"] == 1
+    assert parent.data.tags["best_run_id"] == runs["0"].info.run_id
+
+    more = run_sweep(tmp_path, *search, "hydra.sweeper.n_trials=3", drop=("lr",))
+    assert more.returncode == 0, more.stderr[-3000:]
+    study = optuna.load_study(
+        study_name=study.study_name, storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    assert len(study.trials) == 3 and study.trials[2].state.name in ("COMPLETE", "PRUNED")
+    assert len(runs_in(store)) == 3 and len(runs_in(store, parents=True)) == 1
+
+
+def test_parallel_jobs_share_the_cores(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_sweep(tmp_path, "num_layers=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(store)
+    assert sorted(r.data.params["num_layers"] for r in runs) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert {r.data.tags["torch_threads"] for r in runs} == {str(threads)}
+    (parent,) = runs_in(store, parents=True)
+    assert parent.data.metrics["jobs_finished"] == 2
