@@ -8,6 +8,8 @@ import mlflow
 import optuna
 from conftest import run_cli, runs_in, steps_of, tiny_cli_args
 
+import compare
+
 
 def sweep_args(tmp_path, *drop: str) -> list[str]:
     """tiny_cli_args without the overrides that start with `drop` (the swept knobs)."""
@@ -68,14 +70,15 @@ def test_failed_job_is_recorded_and_the_others_still_run(tmp_path):
     assert parent.data.metrics["jobs_finished"] == 2 and parent.data.metrics["jobs_failed"] == 1
 
 
-def test_optuna_sweep_prunes_a_hopeless_trial_and_resumes_its_study(tmp_path):
+def test_optuna_sweep_prunes_resumes_and_compares(tmp_path, capsys):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     search = [
         "sweeps=optuna",
         "~hydra.sweeper.params.num_units",  # keep the tiny model: search lr and dropout only
         "~hydra.sweeper.params.num_layers",
         "hydra.sweeper.pruner.n_startup_trials=1",
-        "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:1.0e-7}]",  # the second cannot learn
+        # the second cannot learn; the third waits for the resumed sweep
+        "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:1.0e-7},{lr:3.0e-3,dropout:0.0}]",
     ]
     proc = run_sweep(tmp_path, *search, "hydra.sweeper.n_trials=2", drop=("lr",))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -84,7 +87,7 @@ def test_optuna_sweep_prunes_a_hopeless_trial_and_resumes_its_study(tmp_path):
         study_name=parent.data.tags["optuna_study"], storage=f"sqlite:///{tmp_path}/optuna.db"
     )
     states = [t.state.name for t in study.trials]
-    assert states == ["COMPLETE", "PRUNED"]
+    assert states == ["COMPLETE", "PRUNED", "WAITING"]
     assert study.trials[1].params["lr"] == 1.0e-7
     assert list(study.trials[1].intermediate_values) == [20]  # stopped at its first validation
     runs = {r.data.tags["optuna_trial"]: r for r in runs_in(store)}
@@ -96,13 +99,30 @@ def test_optuna_sweep_prunes_a_hopeless_trial_and_resumes_its_study(tmp_path):
     assert parent.data.metrics["jobs_pruned"] == 1 and parent.data.metrics["jobs_finished"] == 1
     assert parent.data.tags["best_run_id"] == runs["0"].info.run_id
 
-    more = run_sweep(tmp_path, *search, "hydra.sweeper.n_trials=3", drop=("lr",))
+    # Resumed with a larger budget: one more trial (the third enqueued one), in the same study.
+    resume = ["hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.n_warmup_steps=30"]
+    more = run_sweep(tmp_path, *search, *resume, drop=("lr",))
     assert more.returncode == 0, more.stderr[-3000:]
+    assert "2 trials already finished; resuming" in more.stdout
     study = optuna.load_study(
         study_name=study.study_name, storage=f"sqlite:///{tmp_path}/optuna.db"
     )
-    assert len(study.trials) == 3 and study.trials[2].state.name in ("COMPLETE", "PRUNED")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert study.trials[2].params == {"lr": 3.0e-3, "dropout": 0.0}
     assert len(runs_in(store)) == 3 and len(runs_in(store, parents=True)) == 1
+
+    compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    printed = capsys.readouterr().out.splitlines()
+    best = max(runs_in(store), key=lambda r: r.data.metrics["val_acc"])
+    header = printed[1].split()
+    assert header[:5] == ["#", "run", "status", "val_acc", "test_acc"]
+    assert {"lr", "dropout"} <= set(header)
+    assert printed[2].split()[:3] == ["1", best.info.run_id, "finished"]
+    assert printed[4].split()[2] == "pruned"  # no final val_acc: last
+    pngs = ["learning_curves.png", "params.png", "param_importance.png"]
+    assert all((tmp_path / "compare" / name).stat().st_size > 10_000 for name in pngs)
+    logged = mlflow.MlflowClient(store).list_artifacts(parent.info.run_id, "compare")
+    assert sorted(f.path for f in logged) == sorted(f"compare/{name}" for name in pngs)
 
 
 def test_parallel_jobs_share_the_cores(tmp_path):

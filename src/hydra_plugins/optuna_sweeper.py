@@ -17,26 +17,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
+from sqlalchemy.engine import make_url
 
 from lstm_mnist.config import validate
-from lstm_mnist.sweep import SweepRun, exit_if_failed, sweep_key
+from lstm_mnist.sweep import SweepRun, default_storage, exit_if_failed, sweep_key
 from lstm_mnist.tracking import run_params
 
 log = logging.getLogger(__name__)
-
-
-def default_storage(tracking_uri: str) -> str:
-    """optuna.db beside a SQLite MLflow store; a PostgreSQL MLflow store's own database."""
-    if tracking_uri.startswith("sqlite:///"):
-        return "sqlite:///" + str(
-            Path(tracking_uri.removeprefix("sqlite:///")).with_name("optuna.db")
-        )
-    if tracking_uri.startswith("postgresql"):
-        return tracking_uri
-    raise ValueError(
-        f"logger.tracking_uri={tracking_uri}: set hydra.sweeper.storage to the study's database"
-        " (an SQLAlchemy URL, e.g. postgresql+psycopg2://user@host/optuna)"
-    )
 
 
 class OptunaSweeper(Sweeper):
@@ -109,6 +96,8 @@ class OptunaSweeper(Sweeper):
         )
         client = parent.client
         client.set_tag(parent.run_id, "optuna_study", study_name)
+        shown = make_url(storage).render_as_string(hide_password=True)  # no secrets in tags
+        client.set_tag(parent.run_id, "optuna_storage", shown)
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,

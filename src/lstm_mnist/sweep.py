@@ -10,6 +10,7 @@ import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 from mlflow.entities import Run
@@ -101,3 +102,17 @@ def exit_if_failed(failures: list[tuple[str, BaseException]], total: int) -> Non
     for job, err in failures:
         print(f"  {job}: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
     sys.exit(1)
+
+
+def default_storage(tracking_uri: str) -> str:
+    """optuna.db beside a SQLite MLflow store; a PostgreSQL MLflow store's own database."""
+    if tracking_uri.startswith("sqlite:///"):
+        return "sqlite:///" + str(
+            Path(tracking_uri.removeprefix("sqlite:///")).with_name("optuna.db")
+        )
+    if tracking_uri.startswith("postgresql"):
+        return tracking_uri
+    raise ValueError(
+        f"logger.tracking_uri={tracking_uri}: set hydra.sweeper.storage to the study's database"
+        " (an SQLAlchemy URL, e.g. postgresql+psycopg2://user@host/optuna)"
+    )
