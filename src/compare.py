@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -46,6 +47,14 @@ def find_sweep(client: mlflow.MlflowClient, experiment: str, sweep: str) -> Run:
     return found[0]
 
 
+def short(value: str | None) -> str:
+    """A param as people read it: 0.18727005942368125 -> 0.1873."""
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def swept_params(runs: list[Run]) -> list[str]:
     """The params whose values differ between the runs."""
     keys = sorted({k for r in runs for k in r.data.params})
@@ -53,7 +62,7 @@ def swept_params(runs: list[Run]) -> list[str]:
 
 
 def table(runs: list[Run], swept: list[str]) -> str:
-    """One line per run, best val_acc first; runs without val_acc last."""
+    """One line per run, in the order given."""
     head = ["#", "run", "status", "val_acc", "test_acc", *swept, "duration"]
     rows = []
     for rank, run in enumerate(runs, start=1):
@@ -62,7 +71,7 @@ def table(runs: list[Run], swept: list[str]) -> str:
         rows.append(
             [str(rank), info.run_id, job_state(run)]
             + [f"{m[k]:.4f}" if k in m else "-" for k in ("val_acc", "test_acc")]
-            + [run.data.params.get(k, "-") for k in swept]
+            + [short(run.data.params.get(k, "-")) for k in swept]
             + [f"{seconds:.0f} s" if seconds is not None else "-"]
         )
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
@@ -75,7 +84,8 @@ def plot_curves(client: mlflow.MlflowClient, runs: list[Run], swept: list[str]) 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for run in runs:
         history = client.get_metric_history(run.info.run_id, "val_acc")
-        label = " ".join(f"{k}={run.data.params.get(k)}" for k in swept) or run.info.run_name
+        label = " ".join(f"{k}={short(run.data.params.get(k))}" for k in swept)
+        label = label or run.info.run_name
         ax.plot([m.step for m in history], [m.value for m in history], marker=".", label=label)
     ax.set(xlabel="step", ylabel="val_acc", title="val_acc of each run")
     ax.grid(alpha=0.3)
@@ -110,7 +120,9 @@ def plot_importance(parent: Run, tracking_uri: str, storage: str | None) -> plt.
     study = optuna.load_study(study_name=name, storage=storage)
     if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) < 2:
         return None  # importance needs at least two finished trials
-    ax = optuna.visualization.matplotlib.plot_param_importances(study)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.2; stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_param_importances(study)
     return ax.figure
 
 
@@ -130,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     runs = SweepRun(client, parent.info.run_id).children()
     if not runs:
         sys.exit(f"error: sweep {parent.info.run_id} has no runs yet")
-    runs.sort(key=lambda r: r.data.metrics.get("val_acc", -math.inf), reverse=True)
+    # Finished runs by val_acc, then the pruned, failed or killed ones.
+    runs.sort(
+        key=lambda r: (job_state(r) == "finished", r.data.metrics.get("val_acc", -math.inf)),
+        reverse=True,
+    )
     swept = swept_params(runs)
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}): {len(runs)} runs")
     print(table(runs, swept))
