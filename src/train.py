@@ -37,6 +37,7 @@ from lstm_mnist.config import one_line, validate
 from lstm_mnist.data import DataError
 from lstm_mnist.pruning import OptunaPruning, optuna_trial
 from lstm_mnist.store import Heartbeat, mark_stale_runs, prepare_store
+from lstm_mnist.sweep import default_storage
 from lstm_mnist.tracking import (
     log_classifier,
     log_config,
@@ -121,7 +122,10 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
 
 
 def fit_and_test(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, logger: MLFlowLogger, ckpt_path: Path | None
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    logger: MLFlowLogger,
+    ckpt_path: Path | None,
 ) -> tuple[pl.LightningModule, dict[str, float]]:
     """Build the model and trainer, fit, validate at the end, test; return the model and the
     final val_/test_ metrics."""
@@ -143,8 +147,9 @@ def fit_and_test(
         Heartbeat(every_s=cfg.stale_after_s / 10),
     ]
     if cfg.sweep.trial is not None:  # a trial of an Optuna sweep (hydra_plugins/optuna_sweeper)
-        pruner = instantiate(HydraConfig.get().sweeper.pruner)
-        trial = optuna_trial(cfg.sweep.storage, cfg.sweep.study, cfg.sweep.trial, pruner)
+        sweeper = HydraConfig.get().sweeper
+        storage = sweeper.storage or default_storage(cfg.logger.tracking_uri)
+        trial = optuna_trial(storage, cfg.sweep.study, cfg.sweep.trial, instantiate(sweeper.pruner))
         callbacks.append(OptunaPruning(trial, monitor="val_acc"))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]

@@ -129,3 +129,36 @@ def test_truncated_file_is_rejected_with_the_file_name(data_copy):
     victim.write_bytes(victim.read_bytes()[:-1000])
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is corrupt"):
         MNISTDataModule(data_dir=str(data_copy)).setup()
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])  # auto without a trainer: the CPU
+def test_device_option_keeps_the_data_where_asked(device):
+    dm = MNISTDataModule(download=False, device=device)
+    dm.setup()
+    assert all(ds.images.device.type == "cpu" for ds in dm.splits.values())
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.device.type == "cpu" and y.device.type == "cpu"
+    dm.teardown("fit")
+    assert all(ds.labels.device.type == "cpu" for ds in dm.splits.values())
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="data.device='gpu0' is not a device"):
+        MNISTDataModule(device="gpu0")
+
+
+def test_device_batches_cover_the_split_like_the_host_sampler(mnist):
+    # The sampler used for data on a GPU, run here on the CPU: training batches are a shuffled
+    # partition (last partial batch dropped), evaluation batches are every sample in order.
+    from lstm_mnist.data import DeviceBatchSampler
+
+    ds = mnist.splits["val"]
+    train = DeviceBatchSampler(len(ds), 300, shuffle=True, device=torch.device("cpu"))
+    batches = list(train)
+    assert len(batches) == len(train) == 16
+    seen = torch.cat(batches)
+    assert len(seen.unique()) == 4800 and not torch.equal(seen, torch.arange(4800))
+    evals = DeviceBatchSampler(len(ds), 1000, shuffle=False, device=torch.device("cpu"))
+    x, y = zip(*(ds[s] for s in evals), strict=True)
+    assert len(evals) == 5 and torch.equal(torch.cat(y), ds.labels)
+    assert torch.equal(torch.cat(x), ds.images.float() / 255)

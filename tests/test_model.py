@@ -35,3 +35,22 @@ def test_keras_style_init():
         assert torch.all(bias[:h] == 0) and torch.all(bias[2 * h :] == 0)
         w_hh = getattr(model.lstm, f"weight_hh_l{layer}")  # (4h, h): orthonormal columns
         assert torch.allclose(w_hh.T @ w_hh, torch.eye(h), atol=1e-4)
+
+
+def test_forward_backward_under_cpu_bf16_autocast():
+    # On CPUs without native bf16 (AVX2 only) oneDNN's bf16 LSTM does not exist and nn.LSTM
+    # under autocast used to crash; the model then runs its LSTM in fp32. Either way: finite loss
+    # and gradients, in training mode with dropout, and in eval mode.
+    torch.manual_seed(0)
+    model = LSTMClassifier(num_units=32, num_layers=2, dropout=0.5)
+    x, y = torch.rand(8, 28, 28), torch.randint(0, 10, (8,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+    assert logits.dtype == torch.bfloat16  # the head still ran under autocast
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(x)).all()

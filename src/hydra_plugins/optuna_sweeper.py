@@ -124,7 +124,7 @@ class OptunaSweeper(Sweeper):
                 arguments
                 + [f"{k}={v}" for k, v in trial.params.items()]
                 + [f"sweep.parent_run={parent.run_id}", f"sweep.study={study_name}"]
-                + [f"sweep.storage='{storage}'", f"sweep.trial={trial.number}"]
+                + [f"sweep.trial={trial.number}"]  # the storage URL may hold a password
                 for trial in trials
             ]
             try:

@@ -3,6 +3,10 @@
 The four gzipped IDX files of MNIST ship with the repository (data/mnist) so training needs no
 network; Fashion-MNIST is read from Debian's `dataset-fashion-mnist` package. Each image is a
 sequence of 28 rows of 28 pixels in [0, 1].
+
+With `device` set to a GPU (or "auto" under a GPU trainer) the whole dataset (55 MB of uint8) is
+copied to the GPU once and batches are gathered there: no loader workers, no host-to-device copy
+per step.
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ def download_with_torchvision(name: str, root: Path) -> dict[str, torch.Tensor]:
 
 
 class BatchedTensorDataset(Dataset):
-    """Indexed by a list of sample indices, it returns a whole batch: one gather per batch."""
+    """Indexed by a batch of sample indices (a list, an index tensor on the data's device, or a
+    slice), it returns a whole batch: one gather per batch, on the device the data is on."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images, self.labels = images, labels.long()
@@ -103,9 +108,36 @@ class BatchedTensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices)
+    def to(self, device: torch.device) -> None:
+        """Move the images and labels to `device` (in place; loaders already made see it)."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+
+    def __getitem__(
+        self, indices: list[int] | torch.Tensor | slice
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices) if isinstance(indices, list) else indices
         return self.images[idx].float().div_(255), self.labels[idx]
+
+
+class DeviceBatchSampler:
+    """Index batches drawn on the data's device: for training one `randperm` there per epoch,
+    cut into batches (the last partial one dropped); for evaluation plain slices in order. Either
+    way no index crosses from the host to the device per step."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, device: torch.device) -> None:
+        self.n, self.batch_size, self.shuffle, self.device = n, batch_size, shuffle, device
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.shuffle else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from (slice(i, i + self.batch_size) for i in range(0, self.n, self.batch_size))
+            return
+        full = len(self) * self.batch_size
+        # The device's default generator: seeded by seed_everything like the CPU sampler's.
+        perm = torch.randperm(self.n, device=self.device)[:full]
+        yield from perm.view(-1, self.batch_size)
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -115,6 +147,13 @@ class MNISTDataModule(pl.LightningDataModule):
     has one, else against data/<name>/SHA256SUMS; default the bundled MNIST or Debian's
     Fashion-MNIST. If it does not exist and `download` is true, torchvision downloads
     the dataset into `download_dir` instead.
+
+    device: where the decoded tensors live, and so where batches come out, between `setup` and
+    `teardown`: "cpu" (default), a torch device such as "cuda" or "cuda:1", or "auto": the device
+    of the Trainer that calls `setup` (so the GPU under `trainer=gpu`), cpu when called without
+    one. `teardown` (which the Trainer calls at the end of fit/validate/test, when it also moves
+    the model back to the CPU) moves them back to the CPU, so code that uses the loaders after
+    training sees CPU tensors as before. On the CPU nothing is copied or changed.
     """
 
     def __init__(
@@ -127,12 +166,21 @@ class MNISTDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         split_seed: int = 0,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         if name not in DEFAULT_DIRS:
             raise ValueError(
                 f"data.name={name!r} is not a known dataset; allowed: {list(DEFAULT_DIRS)}"
             )
+        if device != "auto":
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(
+                    f"data.device={device!r} is not a device; allowed: auto, cpu, cuda, cuda:N"
+                ) from err
+        self.device = device
         self.name = name
         self.data_dir = Path(data_dir) if data_dir else DEFAULT_DIRS[name]
         self.download, self.download_dir = download, Path(download_dir)
@@ -155,9 +203,24 @@ class MNISTDataModule(pl.LightningDataModule):
             + HOW_TO_RESTORE[self.name]
         )
 
+    def target_device(self) -> torch.device:
+        """The device the data goes to at `setup` (see `device` in the class docstring)."""
+        if self.device != "auto":
+            return torch.device(self.device)
+        return self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+        if not self.splits:
+            self._load_splits()
+        device = self.target_device()
+        for ds in self.splits.values():
+            ds.to(device)
+
+    def teardown(self, stage: str | None = None) -> None:
+        for ds in self.splits.values():
+            ds.to(torch.device("cpu"))
+
+    def _load_splits(self) -> None:
         t = self.load()
         n_train = len(t["train_labels"])
         if not 0 < self.val_size < n_train:
@@ -175,11 +238,14 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self.splits[split]
-        sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
-        # batch_size=None: the sampler yields whole index batches and the dataset gathers them.
-        return DataLoader(
-            ds, sampler=BatchSampler(sampler, batch_size, drop_last=shuffle), batch_size=None
-        )
+        if ds.images.device.type == "cpu":
+            sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+            batches = BatchSampler(sampler, batch_size, drop_last=shuffle)
+        else:
+            batches = DeviceBatchSampler(len(ds), batch_size, shuffle, ds.images.device)
+        # batch_size=None: the sampler yields whole index batches and the dataset gathers them,
+        # in this process (no workers: the data is in memory, on the device it is used on).
+        return DataLoader(ds, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

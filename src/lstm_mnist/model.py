@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+
+
+@functools.cache
+def _cpu_has_native(dtype: torch.dtype) -> bool:
+    """Whether oneDNN on this CPU has kernels for `dtype` (bf16: AVX512-BF16/AMX; fp16: AVX512-FP16
+    or AMX-FP16). AVX2-only CPUs have neither."""
+    if dtype == torch.bfloat16:
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if dtype == torch.float16:
+        return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    return True
+
+
+def lstm_needs_fp32(x: torch.Tensor) -> bool:
+    """True where nn.LSTM would crash under the active autocast: on a CPU, under a 16-bit autocast,
+    when oneDNN has no 16-bit kernels for this CPU.
+
+    Why: aten::lstm sees the fp32 input and takes the oneDNN path; its inner op, mkldnn_rnn_layer,
+    is on CPU autocast's lower-precision list, so autocast casts input and weights to bf16, and
+    oneDNN then finds no bf16 LSTM kernel for an AVX2-only CPU: "could not create a primitive
+    descriptor for the LSTM forward propagation primitive". It fails in the forward, in training
+    and eval mode alike, with or without dropout, for every shape tried (1 and 3 layers, 32 to 256
+    units, batch 8 to 100); plain bf16 weights without autocast, or oneDNN switched off, do not
+    fail. So there the LSTM runs in fp32 (autocast off around it): numerically what fp32 training
+    gives, at fp32 speed, while the rest of the model stays under autocast.
+    """
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return False
+    return not _cpu_has_native(torch.get_autocast_dtype("cpu"))
 
 
 class LSTMClassifier(nn.Module):
@@ -52,5 +83,9 @@ class LSTMClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x)
+        if lstm_needs_fp32(x):
+            with torch.autocast("cpu", enabled=False):
+                out, _ = self.lstm(x.float())
+        else:
+            out, _ = self.lstm(x)
         return self.head(self.dropout(out[:, -1]))

@@ -73,7 +73,8 @@ def run_name() -> str:
         for o in HydraConfig.get().overrides.task
         if not o.startswith(("logger.", "hydra.", "sweep."))
     ]
-    return ",".join(overrides) or "default"
+    name = ",".join(overrides) or "default"
+    return name if len(name) <= 250 else name[:249] + "…"  # MLflow's limit (PostgreSQL enforces it)
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
