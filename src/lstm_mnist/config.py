@@ -58,13 +58,14 @@ RULES = {
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "stale_after_s": (lambda v: v > 0, "a number of seconds > 0"),
     "num_threads": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "model.lr_schedule": (lambda v: v in ("constant", "onecycle"), "constant or onecycle"),
 }
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ValueError, in one line naming the key, its value and what is allowed."""
     for key, (ok, allowed) in RULES.items():
-        value = cfg[key]
+        value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ValueError(f"{key}={value} is invalid: must be {allowed}")
 

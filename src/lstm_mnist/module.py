@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torchmetrics.classification import MulticlassAccuracy
 
 from lstm_mnist.model import LSTMClassifier
 
 
 class LSTMClassifierModule(pl.LightningModule):
-    """Trains `LSTMClassifier` with cross-entropy and Adam.
+    """Trains `LSTMClassifier` with cross-entropy and Adam, at a constant lr or on a one-cycle
+    schedule peaking at lr (`lr_schedule`).
 
     Logs train_loss/train_acc (per batch, at the trainer's log interval), val_loss/val_acc and
     test_loss/test_acc (over the whole split).
@@ -23,6 +25,7 @@ class LSTMClassifierModule(pl.LightningModule):
         num_layers: int = 3,
         dropout: float = 0.5,
         lr: float = 1e-3,
+        lr_schedule: str = "constant",
         input_size: int = 28,
         num_classes: int = 10,
     ) -> None:
@@ -69,5 +72,13 @@ class LSTMClassifierModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> torch.optim.Optimizer | OptimizerLRSchedulerConfig:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # One-cycle: warm up to lr, then anneal to ~0 by the last step; reaches a given
+        # accuracy in far fewer steps than a constant lr (experiment configs fast and best).
+        steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.hparams.lr, steps)
+        schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
