@@ -64,6 +64,10 @@ def test_cli_multirun_records_one_run_per_job(tmp_path):
         ),
         ("dropout=1.5", "error: dropout=1.5 is invalid: must be a number in [0, 1)"),
         (
+            "model.lr_schedule=cosine",
+            "error: model.lr_schedule=cosine is invalid: must be constant or onecycle",
+        ),
+        (
             "data=kmnist",
             "error: In 'config': Could not find 'data/kmnist'; available options in"
             " 'data': fashion_mnist, mnist",
@@ -77,7 +81,18 @@ def test_bad_override_fails_in_one_line_and_records_no_run(tmp_path, override, m
     assert not (tmp_path / "mlflow.db").exists()  # no store, let alone a run
 
 
-def test_named_sweep_layers_sweeps_num_layers():
+def test_named_sweeps_and_experiments_compose():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["sweeps=layers"], return_hydra_config=True)
-    assert cfg.hydra.sweeper.params == {"num_layers": "1,2,3"}
+        layers = compose("config", overrides=["sweeps=layers"], return_hydra_config=True)
+        grid = compose("config", overrides=["sweeps=grid"], return_hydra_config=True)
+        search = compose("config", overrides=["sweeps=optuna"], return_hydra_config=True)
+        plain = compose("config", return_hydra_config=True)
+        fast = compose("config", overrides=["+experiment=fast"])
+    assert layers.hydra.sweeper.params == {"num_layers": "1,2,3"}
+    assert layers.hydra.sweeper._target_ == plain.hydra.sweeper._target_
+    assert plain.hydra.sweeper._target_.endswith("GridSweeper")
+    assert [len(v.split(",")) for v in grid.hydra.sweeper.params.values()] == [2, 2, 2]
+    assert search.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert set(search.hydra.sweeper.params) == {"lr", "num_units", "num_layers", "dropout"}
+    assert search.hydra.sweeper.params.lr.log is True
+    assert (fast.num_layers, fast.num_units, fast.model.lr_schedule) == (2, 128, "onecycle")

@@ -9,6 +9,7 @@ intermediate values, and it pins Optuna < 3.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,10 @@ class OptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         n_jobs = self.config.hydra.launcher.get("n_jobs", 1) or 1
+        n_jobs = n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))  # joblib's -1: all cores
         failures, returns, num = [], [], 0
         while (todo := self.n_trials - len(finished)) > 0:
-            trials = [study.ask(self.space) for _ in range(min(todo, max(n_jobs, 1)))]
+            trials = [study.ask(self.space) for _ in range(min(todo, n_jobs))]
             batch = [
                 arguments
                 + [f"{k}={v}" for k, v in trial.params.items()]
