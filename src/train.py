@@ -37,7 +37,7 @@ from lstm_mnist.config import one_line, validate
 from lstm_mnist.data import DataError
 from lstm_mnist.pruning import OptunaPruning, optuna_trial
 from lstm_mnist.store import Heartbeat, mark_stale_runs, prepare_store
-from lstm_mnist.sweep import default_storage
+from lstm_mnist.sweep import default_storage, parallel_jobs
 from lstm_mnist.tracking import (
     log_classifier,
     log_config,
@@ -75,10 +75,8 @@ def thread_count(cfg: DictConfig) -> int:
     """num_threads, or this machine's cores shared among a parallel sweep's jobs."""
     if cfg.num_threads:
         return cfg.num_threads
-    cores = len(os.sched_getaffinity(0))
-    n_jobs = HydraConfig.get().launcher.get("n_jobs", 1) if HydraConfig.initialized() else 1
-    n_jobs = cores if n_jobs is None or n_jobs < 1 else n_jobs  # joblib's -1: one per core
-    return max(1, cores // n_jobs)
+    n_jobs = parallel_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else 1
+    return max(1, len(os.sched_getaffinity(0)) // n_jobs)
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:

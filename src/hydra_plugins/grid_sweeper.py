@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from lstm_mnist.config import validate
-from lstm_mnist.sweep import SweepRun, exit_if_failed, sweep_key
-from lstm_mnist.tracking import config_hash
+from lstm_mnist.sweep import SweepRun, checked_job_config, exit_if_failed, save_sweep_config
+from lstm_mnist.tracking import config_hash, digest
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +37,12 @@ class GridSweeper(BasicSweeper):
         super().__init__(max_batch_size, params)
         self.name = name
 
-    def job_config(self, overrides: list[str]) -> DictConfig:
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        try:
-            validate(cfg)
-        except ValueError as err:
-            raise SystemExit(f"error: sweep rejected before any job ran: {err}") from None
-        return cfg
-
     def sweep(self, arguments: list[str]) -> Any:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + arguments)
         (jobs,) = self.split_arguments(overrides, None)
-        configs = [self.job_config(job) for job in jobs]
+        loader = self.hydra_context.config_loader
+        configs = [checked_job_config(loader, self.config, job) for job in jobs]
         hashes = [config_hash(cfg) for cfg in configs]
         swept = [o.input_line for o in overrides if o.is_sweep_override()]
         swept_keys = {o.get_key_element() for o in overrides if o.is_sweep_override()}
@@ -61,7 +52,7 @@ class GridSweeper(BasicSweeper):
             configs[0].logger.tracking_uri,
             configs[0].logger.experiment_name,
             name=self.name or " ".join(swept) or "sweep",
-            key=sweep_key(sorted(hashes)),
+            key=digest(sorted(hashes)),
             kind="grid",
             definition=OmegaConf.to_yaml(definition),
         )
@@ -72,9 +63,7 @@ class GridSweeper(BasicSweeper):
                 f"{len(jobs) - len(todo)} of {len(jobs)} jobs already FINISHED in this sweep"
                 f" (parent run {parent.run_id}); running the other {len(todo)}"
             )
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = save_sweep_config(self.config)
 
         batch_size = self.max_batch_size or len(todo) or 1
         failures, returns = [], []

@@ -9,8 +9,6 @@ intermediate values, and it pins Optuna < 3.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,9 +18,15 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.engine import make_url
 
-from lstm_mnist.config import validate
-from lstm_mnist.sweep import SweepRun, default_storage, exit_if_failed, sweep_key
-from lstm_mnist.tracking import run_params
+from lstm_mnist.sweep import (
+    SweepRun,
+    checked_job_config,
+    default_storage,
+    exit_if_failed,
+    parallel_jobs,
+    save_sweep_config,
+)
+from lstm_mnist.tracking import digest, run_params
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,6 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def job_config(self, overrides: list[str]) -> DictConfig:
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        validate(cfg)
-        return cfg
-
     def sweep(self, arguments: list[str]) -> Any:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         swept = [o.input_line for o in parser.parse_overrides(arguments) if o.is_sweep_override()]
@@ -76,13 +75,10 @@ class OptunaSweeper(Sweeper):
                 f"error: {' '.join(swept)}: the optuna sweeper takes its search space from"
                 " hydra.sweeper.params, not from comma-separated values"
             )
-        try:
-            base = self.job_config(arguments)
-        except ValueError as err:
-            raise SystemExit(f"error: sweep rejected before any job ran: {err}") from None
+        base = checked_job_config(self.hydra_context.config_loader, self.config, arguments)
         to_json = optuna.distributions.distribution_to_json
         space_text = {k: to_json(d) for k, d in self.space.items()}
-        key = sweep_key(run_params(base), space_text, self.direction)
+        key = digest([run_params(base), space_text, self.direction])
         study_name = f"{self.name}-{key}"
         storage = self.storage or default_storage(base.logger.tracking_uri)
         definition = {"sweeper": "optuna", "arguments": arguments, "study": study_name}
@@ -113,12 +109,9 @@ class OptunaSweeper(Sweeper):
         if finished:
             log.info(f"study {study_name}: {len(finished)} trials already finished; resuming")
             self.sampler.reseed_rng()  # or a seeded sampler repeats the first run's random trials
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        save_sweep_config(self.config)
 
-        n_jobs = self.config.hydra.launcher.get("n_jobs", 1) or 1
-        n_jobs = n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))  # joblib's -1: all cores
+        n_jobs = parallel_jobs(self.config.hydra.launcher)
         failures, returns, num = [], [], 0
         while (todo := self.n_trials - len(finished)) > 0:
             trials = [study.ask(self.space) for _ in range(min(todo, n_jobs))]

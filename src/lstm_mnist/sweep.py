@@ -1,28 +1,52 @@
 """A sweep's parent MLflow run: every job's run is nested under it (MLflow's parentRunId tag), so
 `mlflow ui` shows the sweep as one expandable row, and it records how the jobs ended and which is
 best. Running the same sweep again reopens the same parent: that is how a sweep resumes.
+
+The helpers below it are shared by the two sweeper plugins in src/hydra_plugins/.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from mlflow.entities import Run
+from omegaconf import DictConfig, OmegaConf
 
+from lstm_mnist.config import validate
 from lstm_mnist.store import prepare_store
 
 PARENT = "mlflow.parentRunId"
 
 
-def sweep_key(*parts: object) -> str:
-    """What identifies a sweep (its jobs' config hashes, or an Optuna search space)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once: joblib's n_jobs (-1: one per core), else 1."""
+    n_jobs = launcher.get("n_jobs", 1) or 1
+    return n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))
+
+
+def checked_job_config(config_loader: Any, config: DictConfig, overrides: list[str]) -> DictConfig:
+    """A job's config, composed and value-checked before any job runs: a bad value rejects the
+    whole sweep, with nothing recorded."""
+    cfg = config_loader.load_sweep_config(config, overrides)
+    try:
+        validate(cfg)
+    except ValueError as err:
+        raise SystemExit(f"error: sweep rejected before any job ran: {err}") from None
+    return cfg
+
+
+def save_sweep_config(config: DictConfig) -> Path:
+    """Hydra's record of the sweep, multirun.yaml in the sweep folder; returns the folder."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    return sweep_dir
 
 
 def job_state(run: Run) -> str:

@@ -57,11 +57,16 @@ def run_params(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
+def digest(value: object) -> str:
+    """A short, stable hash of a JSON-able value (config hashes, sweep keys)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def config_hash(cfg: DictConfig) -> str:
     """A digest of run_params(cfg): equal for two runs exactly when they train the same thing.
     A sweep run again skips the jobs whose hash already FINISHED in it."""
-    text = json.dumps(run_params(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(run_params(cfg))
 
 
 def run_name() -> str:
