@@ -62,7 +62,7 @@ def compose_tiny(tmp: Path, *overrides: str) -> tuple[DictConfig, str]:
 def short_run(tmp_path_factory) -> tuple[dict, str]:
     """A few hundred steps of a small model, with its model and test report logged: enough to
     learn MNIST reasonably, quick on two cores. Returns train()'s result and the store URI."""
-    from train import train
+    from lstm_mnist.train import train
 
     cfg, store = compose_tiny(
         tmp_path_factory.mktemp("short_run"),

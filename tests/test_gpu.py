@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from lstm_mnist.data import MNISTDataModule
-from lstm_mnist.module import LSTMClassifierModule
+from lstm_mnist.module import ClassifierModule
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,7 +32,7 @@ def test_batches_come_out_on_the_gpu(device):
 def test_tiny_fit_on_the_gpu_keeps_the_data_there_and_learns():
     pl.seed_everything(0)
     dm = MNISTDataModule(download=False, batch_size=64, eval_batch_size=2500, device="auto")
-    model = LSTMClassifierModule(num_units=32, num_layers=1, dropout=0.0, lr=3e-3)
+    model = ClassifierModule(num_units=32, num_layers=1, dropout=0.0, lr=3e-3)
     seen = []
 
     class Spy(pl.Callback):

@@ -13,8 +13,8 @@ import torch
 from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
 from lstm_mnist.data import BatchedTensorDataset
-from lstm_mnist.store import prepare_store
-from train import train
+from lstm_mnist.tracking.store import Store
+from lstm_mnist.train import train
 
 
 def test_nan_loss_stops_the_run_as_failed_with_its_reason(make_cfg, monkeypatch):
@@ -56,7 +56,7 @@ def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
     """A long tiny-model training (or sweep) in a subprocess, once it is really training.
     Returns the process and the id of its (first) run."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    prepare_store(store, "lstm-mnist")  # so that polling it below never races its creation
+    Store(store, "lstm-mnist").prepare()  # so that polling it below never races its creation
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]

@@ -8,7 +8,7 @@ import mlflow
 import optuna
 from conftest import run_cli, runs_in, steps_of, tiny_cli_args
 
-import compare
+from lstm_mnist.cli import compare
 
 
 def sweep_args(tmp_path, *drop: str) -> list[str]:

@@ -18,20 +18,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
+from lstm_mnist.interrupts import Interrupted
+
 log = logging.getLogger(__name__)
-
-
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM. A BaseException, like KeyboardInterrupt: it stops the run but is not
-    the run's error, and Lightning passes it through instead of swallowing it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

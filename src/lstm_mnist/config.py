@@ -1,21 +1,22 @@
 """The typed schema of conf/config.yaml and the value checks Hydra's types cannot express.
 
 Importing this module registers the schema, so `num_layers=two` fails at composition time,
-before any run is recorded; hydra_plugins/validating_sweeper.py applies the same checks to
-every job of a sweep before the first one starts.
+before any run is recorded; the sweepers (tracking/sweeper.py) apply `validate` to every job of a
+sweep before the first one starts. It imports nothing heavy: `--help` and a typo answer at once.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from difflib import get_close_matches
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from lstm_mnist.resources import SWEEPS_PARENT
+from lstm_mnist.tracking.names import DIRECTIONS
 
 
 @dataclass
@@ -34,31 +35,38 @@ class Config:
     ckpt_dir: str = MISSING
     resume: Optional[str] = None  # noqa: UP045  (OmegaConf reads this annotation at run time)
     stale_after_s: float = MISSING
+    objective: Any = MISSING
     sweep: Any = MISSING
     data: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    callbacks: Any = MISSING
 
 
 ConfigStore.instance().store(name="schema", node=Config)
 # Lets conf/config.yaml put sweeps/ on Hydra's search path wherever the command is run from.
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("lstm_mnist_sweeps"):
+    OmegaConf.register_new_resolver("lstm_mnist_sweeps", lambda: str(SWEEPS_PARENT))
+
+SEED_MAX = 2**32 - 1  # numpy's limit, which seed_everything passes the seed to
 
 # knob: (check, what is allowed)
 RULES = {
     "num_layers": (lambda v: v >= 1, "an integer >= 1"),
     "num_units": (lambda v: v >= 1, "an integer >= 1"),
     "dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "lr": (lambda v: v > 0, "a number > 0"),
+    "lr": (lambda v: 0 < v < math.inf, "a finite number > 0"),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "max_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]"),
     "log_every": (lambda v: v >= 1, "an integer >= 1"),
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
-    "stale_after_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "stale_after_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),
     "num_threads": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "model.lr_schedule": (lambda v: v in ("constant", "onecycle"), "constant or onecycle"),
+    "objective.metric": (lambda v: v in ("val_acc", "val_loss"), "val_acc or val_loss"),
+    "objective.direction": (lambda v: v in DIRECTIONS, " or ".join(DIRECTIONS)),
 }
 
 

@@ -1,8 +1,9 @@
 """MNIST-format datasets as in-memory uint8 tensors, split train/val/test.
 
-The four gzipped IDX files of MNIST ship with the repository (data/mnist) so training needs no
-network; Fashion-MNIST is read from Debian's `dataset-fashion-mnist` package. Each image is a
-sequence of 28 rows of 28 pixels in [0, 1].
+The four gzipped IDX files of MNIST ship with the repository (data/mnist) and the installed
+package (lstm_mnist/bundled/data/mnist), so training needs no network; Fashion-MNIST is read
+from Debian's `dataset-fashion-mnist` package. Each image is a sequence of 28 rows of 28 pixels
+in [0, 1].
 
 With `device` set to a GPU (or "auto" under a GPU trainer) the whole dataset (55 MB of uint8) is
 copied to the GPU once and batches are gathered there: no loader workers, no host-to-device copy
@@ -19,11 +20,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+from lstm_mnist.resources import DATA_DIR
+
 # Where each dataset is read from by default. Debian's Fashion-MNIST ships no checksums, so the
 # expected ones live in the repository (data/fashion_mnist/SHA256SUMS).
 DEFAULT_DIRS = {
-    "mnist": REPO_DATA / "mnist",
+    "mnist": DATA_DIR / "mnist",
     "fashion_mnist": Path("/usr/share/datasets/fashion-mnist"),
 }
 HOW_TO_RESTORE = {
@@ -191,7 +193,7 @@ class MNISTDataModule(pl.LightningDataModule):
     def load(self) -> dict[str, torch.Tensor]:
         if self.data_dir.is_dir():
             own_sums = self.data_dir / "SHA256SUMS"
-            sums = own_sums if own_sums.is_file() else REPO_DATA / self.name / "SHA256SUMS"
+            sums = own_sums if own_sums.is_file() else DATA_DIR / self.name / "SHA256SUMS"
             default = self.data_dir == DEFAULT_DIRS[self.name]
             return load_idx_dir(
                 self.data_dir, sums, HOW_TO_RESTORE[self.name] if default else "replace it"
@@ -228,6 +230,11 @@ class MNISTDataModule(pl.LightningDataModule):
         # A fixed permutation of the official training set: the same val split for every run.
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+        if not 1 <= self.batch_size <= len(train_idx):  # else not one training step is taken
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the training split:"
+                f" must be an integer in [1, {len(train_idx)}]"
+            )
         self.splits = {
             "train": BatchedTensorDataset(
                 t["train_images"][train_idx], t["train_labels"][train_idx]

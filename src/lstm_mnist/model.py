@@ -37,7 +37,7 @@ def lstm_needs_fp32(x: torch.Tensor) -> bool:
     return not _cpu_has_native(torch.get_autocast_dtype("cpu"))
 
 
-class LSTMClassifier(nn.Module):
+class RNNClassifier(nn.Module):
     """Stacked LSTM over the rows of an image, dropout on every layer's output, linear head.
 
     Input: (batch, 28, 28) floats, one time step per image row. Output: (batch, num_classes) logits.
@@ -52,9 +52,10 @@ class LSTMClassifier(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         # nn.LSTM's own dropout acts between layers only; `self.dropout` adds it after the last
         # layer too, as the reference recipe's per-cell output dropout does.
-        self.lstm = nn.LSTM(
+        self.rnn = nn.LSTM(
             input_size,
             num_units,
             num_layers,
@@ -66,26 +67,28 @@ class LSTMClassifier(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Keras' LSTM init: Glorot-uniform input weights, orthogonal recurrent weights, forget-gate
-        bias 1. On this task it reaches ~0.4 points more test accuracy than PyTorch's default."""
-        h = self.lstm.hidden_size
-        for name, param in self.lstm.named_parameters():
+        """Keras' init: Glorot-uniform input weights, orthogonal recurrent weights, zero biases but
+        for the forget gate's 1. On this task it reaches ~0.4 points more test accuracy than
+        PyTorch's default."""
+        h = self.rnn.hidden_size
+        for name, param in self.rnn.named_parameters():
             if name.startswith("weight_ih"):
                 nn.init.xavier_uniform_(param)
             elif name.startswith("weight_hh"):
                 nn.init.orthogonal_(param)
-            elif name.startswith("bias_ih"):
+            else:
                 nn.init.zeros_(param)
-                param.data[h : 2 * h] = 1.0  # gate order is input, forget, cell, output
-            else:  # bias_hh: the two biases add up, so only one carries the forget-gate 1
-                nn.init.zeros_(param)
+                # Gates: input, forget, cell, output. The two biases add up, so only one carries
+                # the forget-gate 1.
+                if name.startswith("bias_ih"):
+                    param.data[h : 2 * h] = 1.0
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if lstm_needs_fp32(x):
             with torch.autocast("cpu", enabled=False):
-                out, _ = self.lstm(x.float())
+                out, _ = self.rnn(x.float())
         else:
-            out, _ = self.lstm(x)
+            out, _ = self.rnn(x)
         return self.head(self.dropout(out[:, -1]))

@@ -2,40 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torchmetrics.classification import MulticlassAccuracy
 
-from lstm_mnist.model import LSTMClassifier
+from lstm_mnist.model import RNNClassifier
 
 
-class LSTMClassifierModule(pl.LightningModule):
-    """Trains `LSTMClassifier` with cross-entropy and Adam, at a constant lr or on a one-cycle
-    schedule peaking at lr (`lr_schedule`).
+class ClassifierModule(pl.LightningModule):
+    """Trains `RNNClassifier` with cross-entropy and Adam, at a constant lr or on a one-cycle
+    schedule peaking at lr (`lr_schedule`); `net` are the network's own arguments (model.py).
 
     Logs train_loss/train_acc (per batch, at the trainer's log interval), val_loss/val_acc and
     test_loss/test_acc (over the whole split).
     """
 
-    def __init__(
-        self,
-        num_units: int = 256,
-        num_layers: int = 3,
-        dropout: float = 0.5,
-        lr: float = 1e-3,
-        lr_schedule: str = "constant",
-        input_size: int = 28,
-        num_classes: int = 10,
-    ) -> None:
+    def __init__(self, lr: float = 1e-3, lr_schedule: str = "constant", **net: Any) -> None:
         super().__init__()
-        # Plain numbers only, so checkpoints load with weights_only. train.py logs the params.
+        # Plain numbers only, so checkpoints load with weights_only.
         self.save_hyperparameters(logger=False)
-        self.model = LSTMClassifier(num_units, num_layers, dropout, input_size, num_classes)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.model = RNNClassifier(**net)
+        classes = self.model.num_classes
+        self.train_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -1,10 +1,29 @@
-"""A trial of an Optuna sweep reports val_acc to its study as it trains, and stops when the
-study's pruner says it is falling behind."""
+"""A trial of an Optuna sweep reports the objective to its study as it trains, and stops when
+the study's pruner says it is falling behind."""
 
 from __future__ import annotations
 
 import optuna
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lstm_mnist.tracking.names import Objective
+from lstm_mnist.tracking.store import Store
+
+
+def trial_pruning(cfg: DictConfig) -> list[pl.Callback]:
+    """For a trial of an Optuna sweep (hydra_plugins/lstm_mnist_sweepers/_optuna.py), the
+    callback that reports to it; for any other run, none. The storage URL and the pruner come
+    from the sweep's Hydra config: the URL may hold a password, so it is not an override."""
+    if cfg.sweep.trial is None:
+        return []
+    sweeper = HydraConfig.get().sweeper
+    store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
+    storage = sweeper.storage or store.optuna_storage()
+    trial = optuna_trial(storage, cfg.sweep.study, cfg.sweep.trial, instantiate(sweeper.pruner))
+    return [OptunaPruning(trial, monitor=Objective.from_config(cfg).metric)]
 
 
 def optuna_trial(
@@ -29,7 +48,7 @@ class OptunaPruning(pl.Callback):
     where this project uses `pytorch_lightning`).
     """
 
-    def __init__(self, trial: optuna.trial.Trial, monitor: str = "val_acc") -> None:
+    def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
 

@@ -1,11 +1,10 @@
-"""What MLflow records about a run beyond Lightning's metrics: params, tags, config files, the
-model and the test report."""
+"""What MLflow records about a training run beyond Lightning's metrics: params, tags, config
+files, the model and the test report."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import subprocess
 import warnings
 from pathlib import Path
@@ -18,18 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
 from lstm_mnist import report
-from lstm_mnist.config import PROJECT_ROOT
+from lstm_mnist.tracking import names
+from lstm_mnist.tracking.names import Objective
 
-log = logging.getLogger(__name__)
-
-# Not hyperparameters: where the run is recorded, and which run or sweep it continues.
-SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "hydra")
+# Not hyperparameters: where the run is recorded, which run or sweep it continues, what a sweep
+# optimises.
+SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "objective", "hydra")
 # Group keys whose short name is what people search for in `mlflow ui`.
 SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
+MAX_NAME = 250  # MLflow's limit on run names and param values (PostgreSQL enforces it)
 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
@@ -79,49 +78,54 @@ def run_name() -> str:
         if not o.startswith(("logger.", "hydra.", "sweep."))
     ]
     name = ",".join(overrides) or "default"
-    return name if len(name) <= 250 else name[:249] + "…"  # MLflow's limit (PostgreSQL enforces it)
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """Git commit, overrides, config hash, torch threads, and for a sweep's job its parent run
-    (MLflow nests the run under it), sweep directory, job number and Optuna trial."""
-    tags = {"config_hash": config_hash(cfg), "torch_threads": str(torch.get_num_threads())}
+    """Git commit, overrides, config hash, objective, torch threads, and for a sweep's job its
+    parent run (MLflow nests the run under it), sweep folder, job number and Optuna trial."""
+    tags = {
+        names.CONFIG_HASH: config_hash(cfg),
+        names.OBJECTIVE: Objective.from_config(cfg).tag,
+        names.TORCH_THREADS: str(torch.get_num_threads()),
+    }
     if cfg.sweep.parent_run:
-        tags["mlflow.parentRunId"] = cfg.sweep.parent_run
+        tags[names.PARENT_RUN] = cfg.sweep.parent_run
     if cfg.sweep.trial is not None:
-        tags["optuna_trial"] = str(cfg.sweep.trial)
+        tags[names.OPTUNA_TRIAL] = str(cfg.sweep.trial)
     commit = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
     )
     if commit.returncode == 0:
         tags["mlflow.source.git.commit"] = commit.stdout.strip()
     if HydraConfig.initialized():
         hc = HydraConfig.get()
-        tags["overrides"] = " ".join(hc.overrides.task)
+        tags[names.OVERRIDES] = " ".join(hc.overrides.task)
         if hc.mode == RunMode.MULTIRUN:
-            tags["sweep_id"] = hc.sweep.dir
-            tags["job_num"] = str(hc.job.num)
+            tags[names.SWEEP_DIR] = hc.sweep.dir
+            tags[names.JOB_NUM] = str(hc.job.num)
     return tags
 
 
-def log_config(logger: MLFlowLogger, cfg: DictConfig) -> None:
+def log_config(cfg: DictConfig) -> None:
     """The resolved config, and Hydra's own record of the run (config, overrides) when present."""
-    logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     if HydraConfig.initialized() and HydraConfig.get().output_subdir:
         hydra_dir = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
         if hydra_dir.is_dir():
-            logger.experiment.log_artifacts(logger.run_id, str(hydra_dir), "hydra")
+            mlflow.log_artifacts(str(hydra_dir), "hydra")
 
 
-def log_classifier(logger: MLFlowLogger, net: nn.Module, example: torch.Tensor) -> None:
+def log_classifier(net: nn.Module, example: torch.Tensor) -> None:
     """Log `net` as an MLflow Model (PyTorch flavour) named "model" that maps a float32 batch of
     28x28 images in [0, 1] to class probabilities: usable by `mlflow models predict/serve`, the
     registry and src/predict.py."""
     model = nn.Sequential(net, nn.Softmax(dim=-1)).eval()
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
-    mlflow.set_tracking_uri(logger.experiment.tracking_uri)
-    with mlflow.start_run(run_id=logger.run_id), warnings.catch_warnings():
+    with warnings.catch_warnings():
         # torch.export's note on nn.LSTM's cached weight list; harmless for inference
         warnings.filterwarnings("ignore", "The tensor attributes .* assigned during export")
         mlflow.pytorch.log_model(
@@ -134,20 +138,17 @@ def log_classifier(logger: MLFlowLogger, net: nn.Module, example: torch.Tensor) 
         )
 
 
-def log_test_report(logger: MLFlowLogger, predictions: report.Predictions) -> None:
+def log_test_report(predictions: report.Predictions) -> None:
     """Confusion matrix (PNG and CSV), the most confident mistakes, per-class accuracy."""
-    client, run_id = logger.experiment, logger.run_id
     cm = report.confusion_matrix(predictions)
     csv = "\n".join(",".join(str(int(v)) for v in row) for row in cm.tolist())
-    client.log_text(run_id, csv + "\n", "test_report/confusion_matrix.csv")
+    mlflow.log_text(csv + "\n", "test_report/confusion_matrix.csv")
     figures = {
         "confusion_matrix.png": report.confusion_matrix_figure(predictions),
         "worst_mistakes.png": report.worst_mistakes_figure(predictions),
     }
     for name, fig in figures.items():
         if fig is not None:
-            client.log_figure(run_id, fig, f"test_report/{name}")
+            mlflow.log_figure(fig, f"test_report/{name}")
             plt.close(fig)
-    client.log_table(
-        run_id, report.per_class_accuracy(predictions), "test_report/per_class_accuracy.json"
-    )
+    mlflow.log_table(report.per_class_accuracy(predictions), "test_report/per_class_accuracy.json")

@@ -1,0 +1,60 @@
+"""The commands (train, predict, compare): they parse, run the library and turn what it raises
+into one line and an exit code. Only these exit; they import torch, Lightning, MLflow and Optuna
+after parsing, so `--help` and a mistyped option answer at once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import warnings
+from enum import IntEnum
+from typing import NoReturn
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # an error, or a sweep with failed jobs
+    SIGINT = 128 + signal.SIGINT  # 130: stopped by Ctrl-C
+    SIGTERM = 128 + signal.SIGTERM  # 143: stopped by SIGTERM (a scheduler's)
+
+
+def fail(err: BaseException | str) -> NoReturn:
+    """Exit FAILED with `error: <message>` as one line on stderr."""
+    print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    sys.exit(ExitCode.FAILED)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a bad value, file, store or training outcome raises (as opposed to a bug here)."""
+    from lstm_mnist.data import DataError
+    from lstm_mnist.tracking.store import StoreError
+
+    return (ValueError, DataError, StoreError, FloatingPointError, OSError, MemoryError)
+
+
+def quiet() -> None:
+    """Silence what a user cannot act on: Lightning's advertising tips, its hint to use `srun`
+    wherever SLURM is installed, MLflow's notes on creating its tables, and other packages'
+    deprecation warnings."""
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri and --experiment, with one meaning in every command."""
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    parser.add_argument("--experiment", default="lstm-mnist", help="MLflow experiment name")

@@ -1,0 +1,64 @@
+"""python src/train.py [KEY=VALUE ...]     (or: lstm-mnist-train)
+
+Train, validate and test one run, or with -m a sweep, as conf/ and the overrides say."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lstm_mnist.cli import ExitCode, fail, quiet, user_errors
+from lstm_mnist.config import one_line
+from lstm_mnist.interrupts import Interrupted, handle_interrupts
+from lstm_mnist.resources import CONF_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def task(cfg: DictConfig) -> float:
+    """One run (a sweep's job, or the whole command); returns the objective for the sweepers."""
+    from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
+
+    try:
+        result = train(cfg)
+    except Exception as err:
+        if HydraConfig.get().mode == RunMode.RUN:  # else the sweeper records it and goes on
+            exit_on(err)  # here, before Hydra prints a line of its own about it
+        raise
+    print(
+        f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
+        f" | compare runs: {result['ui']}"
+    )
+    return result[cfg.objective.metric]
+
+
+def main() -> None:
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing: we print
+    quiet()
+    handle_interrupts()
+    try:
+        task()
+    except (ConfigCompositionException, OverrideParseException) as err:
+        fail(one_line(err))
+    except Interrupted as stop:  # ends a sweep too: its remaining jobs do not start
+        print(f"interrupted by {stop}: the run is marked KILLED", file=sys.stderr)
+        sys.exit(ExitCode(128 + stop.signum))
+    except Exception as err:
+        exit_on(err)
+
+
+def exit_on(err: Exception) -> None:
+    """Exit FAILED with the error's one line, or a failed sweep's line per job; raise a bug."""
+    from lstm_mnist.tracking.sweeper import JobsFailed
+
+    if isinstance(err, JobsFailed):
+        print(err, file=sys.stderr)
+        sys.exit(ExitCode.FAILED)
+    if isinstance(err, user_errors()):
+        fail(err)
+    raise err

@@ -1,0 +1,75 @@
+"""Names that several modules must agree on, each defined once: tag keys and the objective."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# Tags of a training run.
+PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the run under its sweep's parent in the UI
+CONFIG_HASH = "config_hash"  # equal for two runs that train the same thing
+OVERRIDES = "overrides"
+TORCH_THREADS = "torch_threads"
+SWEEP_DIR = "sweep_id"  # the sweep's Hydra output folder
+JOB_NUM = "job_num"
+OPTUNA_TRIAL = "optuna_trial"
+HEARTBEAT = "heartbeat"  # Unix time, stamped while the run trains
+ERROR = "error"  # on a FAILED run: why
+PRUNED = "pruned"  # on a pruned trial's (FINISHED) run: when and why
+OBJECTIVE = "objective"  # "val_acc maximize": what `best` means for this run or sweep
+
+# Tags of a sweep's parent run.
+SWEEP_KEY = "sweep_key"  # identifies the sweep, so running it again reopens the same parent
+SWEEP_KIND = "sweep_kind"
+SWEEP_NAME = "sweep_name"
+OPTUNA_STUDY = "optuna_study"
+OPTUNA_STORAGE = "optuna_storage"  # with the password masked
+BEST_RUN_ID = "best_run_id"
+BEST_RUN_NAME = "best_run_name"
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The metric sweeps optimise and `best` means everywhere, as conf/config.yaml's `objective`
+    names it; recorded on every run and parent as the `objective` tag."""
+
+    metric: str
+    direction: str
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Objective:
+        return cls(cfg.objective.metric, cfg.objective.direction)
+
+    @classmethod
+    def default(cls) -> Objective:
+        """conf/config.yaml's, for commands that have no composed config."""
+        from omegaconf import OmegaConf
+
+        from lstm_mnist.resources import CONF_DIR
+
+        return cls.from_config(OmegaConf.load(CONF_DIR / "config.yaml"))
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Objective:
+        metric, direction = tag.split()
+        return cls(metric, direction)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.metric} {self.direction}"
+
+    @property
+    def order_by(self) -> str:
+        """MLflow's search order, best first."""
+        return f"metrics.`{self.metric}` {'DESC' if self.direction == 'maximize' else 'ASC'}"
+
+    def best(self, runs: Iterable[Any]) -> Any | None:
+        """The run (an mlflow Run) with the best value of the metric; None if none has it."""
+        scored = [r for r in runs if self.metric in r.data.metrics]
+        if not scored:
+            return None
+        sign = 1 if self.direction == "maximize" else -1
+        return max(scored, key=lambda r: sign * r.data.metrics[self.metric])

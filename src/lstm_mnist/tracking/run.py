@@ -1,0 +1,161 @@
+"""One training run's life in MLflow: started or resumed, watched by a heartbeat, ended with
+exactly one final status once everything it records is uploaded.
+
+This module is the only writer of run statuses: `tracked_run` for training runs, `end_run` for a
+sweep's parent and for runs found dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+from lstm_mnist.checkpoints import CheckpointOnInterrupt, latest_checkpoint
+from lstm_mnist.interrupts import Interrupted
+from lstm_mnist.tracking import names, record
+from lstm_mnist.tracking.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_TAG = 5000  # MLflow's limit on a tag value
+
+
+class RunLogger(MLFlowLogger):
+    """Lightning's MLflow logger for metrics only. Lightning ends the run through it when fit or
+    test ends ("failed" when a pruned trial stops, "success" before the model is uploaded);
+    `tracked_run` writes the one final status instead."""
+
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
+def end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
+    """Write the final status of a run that is not the active one (a parent, a dead run)."""
+    client.set_terminated(run_id, status)
+
+
+class Heartbeat(pl.Callback):
+    """Stamps the run's `heartbeat` tag (Unix time) while it trains, so that a run left RUNNING
+    by a SIGKILL or a power loss can be told from one that is still going."""
+
+    def __init__(self, client: mlflow.MlflowClient, run_id: str, every_s: float) -> None:
+        self.client, self.run_id, self.every_s = client, run_id, every_s
+        self.last = 0.0
+
+    def beat(self, *args: Any) -> None:
+        now = time.time()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self.client.set_tag(self.run_id, names.HEARTBEAT, f"{now:.0f}")
+
+    on_train_start = on_train_batch_end = on_validation_batch_end = beat
+
+
+@dataclass
+class TrackedRun:
+    """What training needs from its MLflow run, handed out by `tracked_run`."""
+
+    cfg: DictConfig
+    store: Store
+    run_id: str
+    resume_from: Path | None  # the checkpoint to continue from, with resume=<run id>
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.cfg.ckpt_dir) / self.run_id
+
+    def logger(self) -> RunLogger:
+        return instantiate(self.cfg.logger, run_id=self.run_id)
+
+    def callbacks(self) -> list[pl.Callback]:
+        """The run's own: a checkpoint every val_every steps (the newest only: resume needs no
+        other), one on Ctrl-C/SIGTERM, and the heartbeat."""
+        return [
+            ModelCheckpoint(
+                dirpath=self.ckpt_dir,
+                filename="step={step:.0f}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=self.cfg.val_every,
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+            CheckpointOnInterrupt(self.ckpt_dir),
+            Heartbeat(self.store.client, self.run_id, every_s=self.cfg.stale_after_s / 10),
+        ]
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
+    """Start the run (or, with resume=<run id>, reopen that one), record its params, tags and
+    config, and end it with one status once the block is done: FINISHED; FINISHED and tagged
+    `pruned` when Optuna pruned it; KILLED on Ctrl-C or SIGTERM; FAILED and tagged `error` on
+    any other exception, including one while uploading the model or the report."""
+    store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
+    experiment_id = store.prepare()
+    for run_id, silent_s in store.stale_runs(experiment_id, cfg.stale_after_s).items():
+        log.warning(
+            f"run {run_id} was left RUNNING with no heartbeat for {silent_s:.0f} s"
+            " (its process died): marked KILLED"
+        )
+        end_run(store.client, run_id, "KILLED")
+    resume_from = resume_point(store, cfg) if cfg.resume else None
+    mlflow.set_tracking_uri(store.uri)
+    run = mlflow.start_run(
+        run_id=cfg.resume,
+        experiment_id=experiment_id,
+        run_name=None if cfg.resume else record.run_name(),
+        tags=record.run_tags(cfg),
+    )
+    status = "FAILED"
+    try:
+        mlflow.log_params(record.run_params(cfg))
+        record.log_config(cfg)
+        yield TrackedRun(cfg, store, run.info.run_id, resume_from)
+        status = "FINISHED"
+    except optuna.TrialPruned as pruned:  # the study's pruner stopped it: not a failure
+        mlflow.set_tag(names.PRUNED, str(pruned))
+        status = "FINISHED"
+        raise
+    except (Interrupted, KeyboardInterrupt):  # stopped by the user or the scheduler
+        status = "KILLED"
+        raise
+    except Exception as err:  # FAILED, and why, where people look
+        mlflow.set_tag(names.ERROR, f"{type(err).__name__}: {err}"[:MAX_TAG])
+        raise
+    finally:
+        mlflow.end_run(status)
+
+
+def resume_point(store: Store, cfg: DictConfig) -> Path:
+    """The checkpoint to resume run `cfg.resume` from; the config must be the run's own."""
+    try:
+        run = store.client.get_run(cfg.resume)
+    except mlflow.MlflowException as err:
+        raise ValueError(f"resume={cfg.resume}: no such run in the store") from err
+    if run.info.status == "FINISHED":
+        raise ValueError(f"resume={cfg.resume}: that run has FINISHED; nothing to resume")
+    for key, value in record.run_params(cfg).items():
+        if run.data.params.get(key, str(value)) != str(value)[: record.MAX_NAME]:
+            raise ValueError(
+                f"resume={cfg.resume}: {key}={value} here but {run.data.params[key]} in that run;"
+                f" repeat its overrides: {run.data.tags.get(names.OVERRIDES, '')}"
+            )
+    path = latest_checkpoint(Path(cfg.ckpt_dir) / cfg.resume)
+    if path is None:
+        raise ValueError(
+            f"resume={cfg.resume}: no usable checkpoint in {cfg.ckpt_dir}/{cfg.resume}"
+        )
+    return path

@@ -1,0 +1,131 @@
+"""An MLflow store: the one place a tracking URI becomes a client, an experiment, the Optuna
+storage beside it and the command that opens its UI."""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from pathlib import Path
+
+import mlflow
+import requests
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
+
+from lstm_mnist.tracking import names
+from lstm_mnist.tracking.names import Objective
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used: a server that does not answer, a file that is no MLflow store."""
+
+
+class Store:
+    """The MLflow store at `uri` and the experiment `experiment_name` in it."""
+
+    def __init__(self, uri: str, experiment_name: str) -> None:
+        self.uri = uri
+        self.experiment_name = experiment_name
+
+    @cached_property
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(self.uri)
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        prefix = "sqlite:///"
+        return Path(self.uri.removeprefix(prefix)) if self.uri.startswith(prefix) else None
+
+    def prepare(self) -> str:
+        """Create the store's schema and the experiment if needed; return the experiment id.
+
+        A fresh SQLite store is created under a file lock: several processes creating it at once
+        (two sweeps started together) corrupt it. Its artifacts go to `mlruns/` beside the
+        database file, wherever the command runs from. A tracking server that does not answer,
+        or a file that is not an MLflow database, is reported at once in one line.
+        """
+        if self.uri.startswith(("http://", "https://")):
+            self.check_server()
+            return self._experiment_id(None)
+        db = self.sqlite_file
+        if db is None:
+            return self._experiment_id(None)
+        db = db.resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{db}.lock"):
+            return self._experiment_id((db.parent / "mlruns").as_uri())
+
+    def _experiment_id(self, artifact_location: str | None) -> str:
+        try:
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment:
+                return experiment.experiment_id
+            return self.client.create_experiment(self.experiment_name, artifact_location)
+        except (MlflowException, SQLAlchemyError) as err:
+            if self.sqlite_file is None:
+                raise
+            reason = " ".join(str(err).split())[:200]
+            raise StoreError(
+                f"logger.tracking_uri={self.uri}: {self.sqlite_file} is not a usable MLflow store"
+                f" ({reason}); point logger.tracking_uri at another file, or move this one away"
+            ) from None
+
+    def check_server(self, timeout: float = 5.0) -> None:
+        """Raise StoreError, in one line, unless the tracking server answers its health check."""
+        try:
+            requests.get(f"{self.uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as err:
+            raise StoreError(
+                f"MLflow tracking server {self.uri} does not answer ({type(err).__name__}); "
+                "start it, or point MLFLOW_TRACKING_URI / logger.tracking_uri at a store that works"
+            ) from None
+
+    def optuna_storage(self) -> str:
+        """The default study storage: optuna.db beside a SQLite store; a PostgreSQL store's own
+        database."""
+        if self.sqlite_file is not None:
+            return f"sqlite:///{self.sqlite_file.with_name('optuna.db')}"
+        if self.uri.startswith("postgresql"):
+            return self.uri
+        raise ValueError(
+            f"logger.tracking_uri={self.uri}: set hydra.sweeper.storage to the study's database"
+            " (an SQLAlchemy URL, e.g. postgresql+psycopg2://user@host/optuna)"
+        )
+
+    def ui_hint(self) -> str:
+        """How to look at this store's runs."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.uri}"
+        if self.uri == "sqlite:///mlflow.db":
+            return "mlflow ui"
+        return f"mlflow ui --backend-store-uri {self.uri}"
+
+    def best_model_run(self, objective: Objective, sweep_dir: str | None = None) -> str:
+        """The id of the FINISHED run with the best objective that has a logged model, among all
+        runs of the experiment or those of the sweep whose Hydra folder is `sweep_dir`."""
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            raise ValueError(f"no experiment {self.experiment_name!r} in {self.uri}")
+        query = "attributes.status = 'FINISHED'"
+        if sweep_dir:
+            query += f" and tags.{names.SWEEP_DIR} = '{sweep_dir}'"
+        ids = [experiment.experiment_id]
+        for run in self.client.search_runs(ids, query, order_by=[objective.order_by]):
+            if self.client.search_logged_models(ids, f"source_run_id = '{run.info.run_id}'"):
+                return run.info.run_id
+        where = f"sweep {sweep_dir!r}" if sweep_dir else f"experiment {self.experiment_name!r}"
+        raise ValueError(f"no finished run with a logged model in {where}")
+
+    def stale_runs(self, experiment_id: str, stale_after_s: float) -> dict[str, float]:
+        """The training runs still RUNNING whose heartbeat (or start) is older than
+        `stale_after_s` (their process died without a word): run id -> seconds silent."""
+        now = time.time()
+        stale = {}
+        for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+            if names.SWEEP_KEY in run.data.tags:  # a sweep's parent run: its sweeper closes it
+                continue
+            silent = now - float(run.data.tags.get(names.HEARTBEAT, run.info.start_time / 1000))
+            if silent > stale_after_s:
+                stale[run.info.run_id] = silent
+        return stale

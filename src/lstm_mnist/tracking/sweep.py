@@ -1,0 +1,101 @@
+"""A sweep's parent MLflow run: every job's run is nested under it (MLflow's parentRunId tag), so
+`mlflow ui` shows the sweep as one expandable row, and it records how the jobs ended and which is
+best. Running the same sweep again reopens the same parent: that is how a sweep resumes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+
+from lstm_mnist.tracking import names
+from lstm_mnist.tracking.names import Objective
+from lstm_mnist.tracking.run import end_run
+from lstm_mnist.tracking.store import Store
+
+
+def job_state(run: Run) -> str:
+    """finished, pruned, failed, killed or running."""
+    return "pruned" if names.PRUNED in run.data.tags else run.info.status.lower()
+
+
+@dataclass
+class SweepRun:
+    store: Store
+    run_id: str
+    objective: Objective
+
+    @classmethod
+    def open(
+        cls, store: Store, objective: Objective, name: str, key: str, kind: str, definition: str
+    ) -> SweepRun:
+        """The parent run of the sweep identified by `key`: the existing one, set RUNNING again,
+        or a new one named `name` that stores `definition` as sweep.yaml."""
+        experiment_id = store.prepare()
+        client = store.client
+        found = client.search_runs(
+            [experiment_id], f"tags.{names.SWEEP_KEY} = '{key}'", order_by=["start_time DESC"]
+        )
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {
+                names.SWEEP_KEY: key,
+                names.SWEEP_KIND: kind,
+                names.SWEEP_NAME: name,
+                names.OBJECTIVE: objective.tag,
+            }
+            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            client.log_text(run_id, definition, "sweep.yaml")
+        return cls(store, run_id, objective)
+
+    @classmethod
+    def of(cls, store: Store, run: Run) -> SweepRun:
+        """An existing parent run, with the objective its sweep was run with."""
+        return cls(store, run.info.run_id, Objective.from_tag(run.data.tags[names.OBJECTIVE]))
+
+    def children(self) -> list[Run]:
+        """The jobs' runs, oldest first; only the latest run of each job (config hash or Optuna
+        trial) when a job was run more than once."""
+        client = self.store.client
+        experiment_id = client.get_run(self.run_id).info.experiment_id
+        runs = client.search_runs(
+            [experiment_id],
+            f"tags.`{names.PARENT_RUN}` = '{self.run_id}'",
+            order_by=["start_time ASC"],
+        )
+        latest = {}
+        for run in runs:
+            tags = run.data.tags
+            job = tags.get(names.OPTUNA_TRIAL) or tags.get(names.CONFIG_HASH) or run.info.run_id
+            latest[job] = run
+        return list(latest.values())
+
+    def finished_hashes(self) -> set[str]:
+        """Config hashes of the jobs that have FINISHED (and were not pruned)."""
+        return {
+            r.data.tags[names.CONFIG_HASH] for r in self.children() if job_state(r) == "finished"
+        }
+
+    def close(self, status: str | None = None) -> Counter[str]:
+        """Record jobs_finished/failed/pruned/killed and the best finished child by the
+        objective, end the run (FAILED if any job failed, unless `status` says otherwise);
+        return the counts of each job state."""
+        client, children = self.store.client, self.children()
+        counts = Counter(job_state(r) for r in children)
+        metrics = {f"jobs_{s}": counts[s] for s in ("finished", "failed", "pruned", "killed")}
+        best = self.objective.best(r for r in children if job_state(r) == "finished")
+        if best is not None:
+            metric = self.objective.metric
+            metrics[f"best_{metric}"] = best.data.metrics[metric]
+            if "test_acc" in best.data.metrics:
+                metrics["best_test_acc"] = best.data.metrics["test_acc"]
+            client.set_tag(self.run_id, names.BEST_RUN_ID, best.info.run_id)
+            client.set_tag(self.run_id, names.BEST_RUN_NAME, best.info.run_name)
+        for key, value in metrics.items():
+            client.log_metric(self.run_id, key, value)
+        end_run(client, self.run_id, status or ("FAILED" if counts["failed"] else "FINISHED"))
+        return counts

@@ -1,0 +1,145 @@
+"""The loop both Hydra sweepers share, on Hydra's public Sweeper API: check the jobs, open the
+sweep's parent run, launch jobs until the subclass has none left, record how each ended, close
+the parent. A subclass says which jobs to run (`plan`, `next_jobs`) and takes note of results
+(`finish`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+from lstm_mnist.config import validate
+from lstm_mnist.interrupts import Interrupted
+from lstm_mnist.tracking.names import Objective
+from lstm_mnist.tracking.store import Store
+from lstm_mnist.tracking.sweep import SweepRun
+
+log = logging.getLogger(__name__)
+
+
+class SweepRejected(ValueError):
+    """A job's config is invalid: the sweep is refused before any job runs."""
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs of a finished sweep failed; the message names each, one per line."""
+
+    def __init__(self, failures: list[tuple[str, BaseException]], total: int) -> None:
+        lines = [f"sweep done; {len(failures)} of {total} job(s) failed:"]
+        lines += [f"  {job}: {type(e).__name__}: {' '.join(str(e).split())}" for job, e in failures]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Job:
+    label: str  # how messages name it: "#1 num_units=64", "trial 3 lr=0.001"
+    overrides: list[str]
+    key: Any = None  # the subclass's own handle: a config hash, an Optuna trial
+
+
+@dataclass
+class Plan:
+    config: DictConfig  # a job's config: where to track, what the objective is
+    name: str  # the parent run's name
+    key: str  # identifies the sweep, so that running it again reopens its parent
+    definition: dict[str, Any]  # stored with the parent as sweep.yaml
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once: joblib's n_jobs (-1: one per core), else 1."""
+    n_jobs = launcher.get("n_jobs", 1) or 1
+    return n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))
+
+
+class TrackedSweeper(Sweeper):
+    kind: str  # "grid", "optuna": the parent run's sweep_kind tag
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def plan(self, arguments: list[str]) -> Plan:
+        raise NotImplementedError
+
+    def start(self, parent: SweepRun) -> None:
+        """Called once the parent run is open, before the first job."""
+
+    def next_jobs(self) -> list[Job]:
+        """The jobs to launch together next; none when the sweep is done."""
+        raise NotImplementedError
+
+    def finish(self, job: Job, result: JobReturn) -> BaseException | None:
+        """Take note of how a job ended; return its error if it failed."""
+        try:
+            result.return_value  # noqa: B018  (raises the job's exception)
+        except Exception as err:
+            return err
+        return None
+
+    def stopped(self, jobs: list[Job], started: int) -> list[str]:
+        """Interrupted while `jobs` ran (`started` jobs have started in all); return the jobs
+        that will not run, to be listed."""
+        return []
+
+    def checked_config(self, overrides: list[str]) -> DictConfig:
+        """A job's config, composed and value-checked before any job runs: a bad value rejects
+        the whole sweep, with nothing recorded."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        try:
+            validate(cfg)
+        except ValueError as err:
+            raise SweepRejected(f"sweep rejected before any job ran: {err}") from None
+        return cfg
+
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        plan = self.plan(arguments)
+        parent = SweepRun.open(
+            Store(plan.config.logger.tracking_uri, plan.config.logger.experiment_name),
+            Objective.from_config(plan.config),
+            name=plan.name,
+            key=plan.key,
+            kind=self.kind,
+            definition=OmegaConf.to_yaml(plan.definition),
+        )
+        self.start(parent)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # Hydra's record of the sweep
+
+        failures: list[tuple[str, BaseException]] = []
+        returns, num = [], 0
+        while jobs := self.next_jobs():
+            batch = [job.overrides + [f"sweep.parent_run={parent.run_id}"] for job in jobs]
+            try:
+                results = self.launcher.launch(batch, initial_job_idx=num)
+            except (Interrupted, KeyboardInterrupt):
+                parent.close("KILLED")
+                started = sum(1 for p in sweep_dir.iterdir() if p.name.isdigit())
+                unrun = self.stopped(jobs, started)
+                if unrun:
+                    print(f"sweep interrupted; {len(unrun)} job(s) not run:", file=sys.stderr)
+                    for line in unrun:
+                        print(f"  {line}", file=sys.stderr)
+                raise
+            for job, result in zip(jobs, results, strict=True):
+                if (err := self.finish(job, result)) is not None:
+                    failures.append((job.label, err))
+            returns.append(results)
+            num += len(jobs)
+        parent.close()
+        if failures:
+            raise JobsFailed(failures, num)
+        return returns

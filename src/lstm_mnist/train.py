@@ -1,0 +1,77 @@
+"""Train, validate and test the classifier the config describes, inside its tracked MLflow run."""
+
+from __future__ import annotations
+
+import os
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lstm_mnist import report
+from lstm_mnist.checkpoints import AtomicCheckpointIO
+from lstm_mnist.config import validate
+from lstm_mnist.pruning import trial_pruning
+from lstm_mnist.tracking import record
+from lstm_mnist.tracking.run import tracked_run
+from lstm_mnist.tracking.sweeper import parallel_jobs
+
+
+def train(cfg: DictConfig) -> dict[str, float | str]:
+    """Fit on train, validate every `val_every` steps and at the end, test once; return the final
+    val_/test_ metrics, the run id and how to open the store's UI.
+
+    With `resume=<run id>`, continue that run from its last checkpoint, into the same MLflow run.
+    """
+    validate(cfg)
+    torch.set_num_threads(thread_count(cfg))
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    datamodule.setup()  # before the MLflow run exists: a data error records no run
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+
+    with tracked_run(cfg) as run:
+        model = build_model(cfg)
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer,
+            logger=run.logger(),
+            callbacks=callbacks + run.callbacks() + trial_pruning(cfg),
+            plugins=[AtomicCheckpointIO()],
+        )
+        trainer.fit(model, datamodule=datamodule, ckpt_path=run.resume_from)
+        if trainer.global_step % cfg.val_every:  # the last validation was before the last step
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+        if cfg.artifacts.pictures:
+            record.log_test_report(report.predict_all(model.model, datamodule.test_dataloader()))
+        if cfg.artifacts.model:
+            example, _ = next(iter(datamodule.test_dataloader()))
+            record.log_classifier(model.model, example[:8])
+    return {**metrics, "run_id": run.run_id, "ui": run.store.ui_hint()}
+
+
+def build_model(cfg: DictConfig) -> pl.LightningModule:
+    """The LightningModule of conf/model; a network too large for memory says so in one line."""
+    try:
+        return instantiate(cfg.model)
+    except InstantiationException as err:  # Hydra wraps what the constructor raised
+        cause = err.__cause__ or err
+        if "can't allocate memory" in str(cause) or isinstance(cause, torch.OutOfMemoryError):
+            size = f"num_layers={cfg.num_layers} num_units={cfg.num_units}"
+            reason = " ".join(str(cause).split())
+            raise MemoryError(f"{size}: the model does not fit in memory ({reason})") from None
+        raise cause from None
+
+
+def thread_count(cfg: DictConfig) -> int:
+    """num_threads, or this machine's cores shared among a parallel sweep's jobs."""
+    if cfg.num_threads:
+        return cfg.num_threads
+    n_jobs = parallel_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else 1
+    return max(1, len(os.sched_getaffinity(0)) // n_jobs)

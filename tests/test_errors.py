@@ -1,0 +1,95 @@
+"""Bad input and failed runs, as a new user meets them: one line naming the key or file and
+what is allowed, and no run left that misleads."""
+
+from __future__ import annotations
+
+import mlflow
+import optuna
+import pytest
+import pytorch_lightning as pl
+from conftest import run_cli, runs_in
+
+import lstm_mnist.train
+from lstm_mnist.train import train
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lr=inf", "error: lr=inf is invalid: must be a finite number > 0"),
+        ("seed=-1", "error: seed=-1 is invalid: must be an integer in [0, 4294967295]"),
+        (
+            "batch_size=60000",
+            "error: batch_size=60000 is larger than the training split:"
+            " must be an integer in [1, 55000]",
+        ),
+    ],
+)
+def test_refused_value_is_one_line_and_records_no_run(tmp_path, override, message):
+    proc = run_cli(tmp_path, override)
+    assert proc.returncode == 1
+    assert error_lines(proc) == [message]
+    assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []  # no empty FINISHED run
+
+
+def test_store_that_is_not_an_mlflow_database_is_named_in_one_line(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"my notes, not a database\n" * 100)
+    proc = run_cli(tmp_path)
+    assert proc.returncode == 1
+    (line,) = error_lines(proc)
+    assert line.startswith(f"error: logger.tracking_uri=sqlite:///{db}: {db} is not a usable")
+    assert db.read_bytes() == b"my notes, not a database\n" * 100  # left as it was
+
+
+def test_model_too_large_for_memory_fails_its_run_in_one_line(tmp_path):
+    proc = run_cli(tmp_path, "num_units=1000000000")
+    assert proc.returncode == 1
+    (line,) = error_lines(proc)
+    assert line.startswith(
+        "error: num_layers=1 num_units=1000000000: the model does not fit in memory ("
+    )
+    (run,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("MemoryError: num_layers=1 num_units=1000000000")
+
+
+class Spy:
+    """Records every status written to an MLflow run, by anyone."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.statuses: list[str] = []
+        client = mlflow.MlflowClient
+        set_terminated, update_run = client.set_terminated, client.update_run
+
+        def spy_terminated(client_self, run_id, status=None, *args, **kwargs):
+            self.statuses.append(status)
+            return set_terminated(client_self, run_id, status, *args, **kwargs)
+
+        def spy_update(client_self, run_id, status=None, *args, **kwargs):
+            if status is not None:
+                self.statuses.append(status)
+            return update_run(client_self, run_id, status, *args, **kwargs)
+
+        monkeypatch.setattr(client, "set_terminated", spy_terminated)
+        monkeypatch.setattr(client, "update_run", spy_update)
+
+
+def test_pruned_trial_run_never_reads_failed(make_cfg, monkeypatch):
+    cfg, store = make_cfg("artifacts.model=false", "artifacts.pictures=false")
+
+    class PruneAtFirstValidation(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
+
+    monkeypatch.setattr(lstm_mnist.train, "trial_pruning", lambda cfg: [PruneAtFirstValidation()])
+    spy = Spy(monkeypatch)
+    with pytest.raises(optuna.TrialPruned):
+        train(cfg)
+    (run,) = runs_in(store)
+    assert spy.statuses == ["FINISHED"]  # Lightning's "failed" never reached the store
+    assert run.info.status == "FINISHED" and run.data.tags["pruned"] == "pruned at step 20"

@@ -1,0 +1,86 @@
+"""The commands as installed: quick to answer --help and typos, and a non-editable install that
+finds its bundled data and named sweeps from any folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, runs_in
+
+HEAVY = {"torch", "mlflow", "optuna", "pytorch_lightning"}
+
+
+def imported_modules(*args: str, cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], capture_output=True, text=True, cwd=cwd
+    )
+    names = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    return proc, names
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["src/train.py", "--help"],
+        ["src/train.py", "num_layer=3"],
+        ["src/predict.py", "--help"],
+        ["src/compare.py", "--help"],
+    ],
+)
+def test_help_and_typo_answer_without_heavy_imports(tmp_path, command):
+    proc, names = imported_modules(str(ROOT / command[0]), *command[1:], cwd=tmp_path)
+    assert proc.returncode == (1 if "num_layer=3" in command else 0), proc.stderr[-2000:]
+    assert "lstm_mnist" in names
+    assert names & HEAVY == set()
+
+
+def test_non_editable_install_finds_its_data_and_sweeps_from_another_folder(tmp_path):
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md", "src", "conf", "sweeps", "data"):
+        if (ROOT / name).is_dir():  # src/lstm_mnist/bundled holds links: keep them links
+            shutil.copytree(ROOT / name, source / name, symlinks=True)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+        + ["--target", str(site), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    shutil.rmtree(source)  # nothing may come from the source tree any more
+    bundled = site / "lstm_mnist" / "bundled"
+    assert (bundled / "data" / "mnist" / "SHA256SUMS").is_file() and not bundled.is_symlink()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(site)  # before the checkout's editable install
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    tiny = ["num_units=16", "batch_size=64", "max_steps=20", "val_every=20", "log_every=10"]
+    tiny += ["artifacts.model=false", "artifacts.pictures=false", "data.eval_batch_size=2500"]
+    proc = subprocess.run(
+        [str(site / "bin" / "lstm-mnist-train"), "-m", "sweeps=layers", *tiny],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(f"sqlite:///{elsewhere}/mlflow.db")
+    assert sorted(r.data.params["num_layers"] for r in runs) == ["1", "2", "3"]
+    where = subprocess.run(
+        [sys.executable, "-c", "import lstm_mnist; print(lstm_mnist.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=env,
+    )
+    assert where.stdout.startswith(str(site))
