@@ -44,6 +44,7 @@ def test_help_and_typo_answer_without_heavy_imports(tmp_path, command):
 
 def test_non_editable_install_finds_its_data_and_sweeps_from_another_folder(tmp_path):
     source = tmp_path / "source"
+    source.mkdir()
     for name in ("pyproject.toml", "README.md", "src", "conf", "sweeps", "data"):
         if (ROOT / name).is_dir():  # src/lstm_mnist/bundled holds links: keep them links
             shutil.copytree(ROOT / name, source / name, symlinks=True)
