@@ -2,8 +2,8 @@
 # The GPU checks, as one prepared script for a lent GPU machine (its image has torch and
 # Lightning, not hydra-core/mlflow/optuna, and no network). About 6 minutes at most.
 #
-# Here, first:    python bench/fetch_gpu_wheels.py       (wheels into .whl/, git-ignored)
-# Then, with the device tool:  run  command="bash bench/gpu_check.sh"  carry=[".whl"]
+# Here, first:    python scripts/fetch_gpu_wheels.py       (wheels into .whl/, git-ignored)
+# Then, with the device tool:  run  command="bash scripts/gpu_check.sh"  carry=[".whl"]
 #                              timeout_s=420
 # Writes under $OUT: summary.txt (each step's exit code and time), env.txt, pytest_gpu.log,
 # bench_cuda.log, train_gpu.log.
@@ -33,7 +33,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     }
     export PYTHONPATH=/tmp/site:$PWD/src
 else
-    echo "no wheels in .whl/: run python bench/fetch_gpu_wheels.py here, carry .whl" \
+    echo "no wheels in .whl/: run python scripts/fetch_gpu_wheels.py here, carry .whl" \
         | tee -a "$OUT/summary.txt"
     exit 1
 fi
