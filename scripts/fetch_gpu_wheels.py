@@ -3,7 +3,7 @@
 That machine's image (Python 3.12, x86-64) has torch, Lightning, torchmetrics, matplotlib, pandas,
 ... but not hydra-core or mlflow, and it reaches no registry. This takes the dependency closure of
 the project's runtime needs (as installed in this venv, same versions), drops what the image
-already has (bench/gpu_image_packages.txt, from the device notes), and `pip download`s the rest
+already has (scripts/gpu_image_packages.txt, from the device notes), and `pip download`s the rest
 as cp312 manylinux wheels (pure-Python sdists, antlr4 4.9.3, are built into wheels here).
 
     python bench/fetch_gpu_wheels.py          # then carry ".whl" with bench/gpu_check.sh
@@ -54,7 +54,7 @@ def closure(roots: list[str], have: set[str]) -> dict[str, str]:
 def main() -> None:
     have = {
         norm(n)
-        for n in (ROOT / "bench/gpu_image_packages.txt").read_text().split()
+        for n in (ROOT / "scripts/gpu_image_packages.txt").read_text().split()
         if not n.startswith("#")
     }
     need = closure(ROOTS, have)
