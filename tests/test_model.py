@@ -54,3 +54,21 @@ def test_forward_backward_under_cpu_bf16_autocast():
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(model(x)).all()
+
+
+def test_gru_cell_is_one_argument():
+    model = RNNClassifier(cell="gru", num_units=32, num_layers=2, dropout=0.0)
+    assert isinstance(model.rnn, torch.nn.GRU)
+    assert model(torch.rand(4, 28, 28)).shape == (4, 10)
+    assert all(torch.all(b == 0) for n, b in model.rnn.named_parameters() if n.startswith("bias"))
+
+
+def test_gru_trains_and_is_recorded(make_cfg):
+    from conftest import runs_in
+
+    from lstm_mnist.train import train
+
+    cfg, store = make_cfg("model.cell=gru", "artifacts.model=false", "artifacts.pictures=false")
+    train(cfg)
+    (run,) = runs_in(store)
+    assert run.info.status == "FINISHED" and run.data.params["model.cell"] == "gru"

@@ -1,4 +1,5 @@
-"""The classifier: a stacked LSTM reads an image row by row, a linear head reads its last state."""
+"""The classifier: a stacked LSTM (or GRU) reads an image row by row, a linear head reads its last
+state."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _cpu_has_native(dtype: torch.dtype) -> bool:
 
 
 def lstm_needs_fp32(x: torch.Tensor) -> bool:
-    """True where nn.LSTM would crash under the active autocast: on a CPU, under a 16-bit autocast,
+    """True where nn.LSTM (or nn.GRU) would crash under the active autocast: on a CPU, under a
+    16-bit autocast,
     when oneDNN has no 16-bit kernels for this CPU.
 
     Why: aten::lstm sees the fp32 input and takes the oneDNN path; its inner op, mkldnn_rnn_layer,
@@ -37,14 +39,18 @@ def lstm_needs_fp32(x: torch.Tensor) -> bool:
     return not _cpu_has_native(torch.get_autocast_dtype("cpu"))
 
 
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
 class RNNClassifier(nn.Module):
-    """Stacked LSTM over the rows of an image, dropout on every layer's output, linear head.
+    """Stacked LSTM or GRU over the rows of an image, dropout on every layer's output, linear head.
 
     Input: (batch, 28, 28) floats, one time step per image row. Output: (batch, num_classes) logits.
     """
 
     def __init__(
         self,
+        cell: str = "lstm",
         num_units: int = 256,
         num_layers: int = 3,
         dropout: float = 0.5,
@@ -52,10 +58,12 @@ class RNNClassifier(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"model.cell={cell!r} is not a cell type; allowed: {', '.join(CELLS)}")
         self.num_classes = num_classes
         # nn.LSTM's own dropout acts between layers only; `self.dropout` adds it after the last
         # layer too, as the reference recipe's per-cell output dropout does.
-        self.rnn = nn.LSTM(
+        self.rnn = CELLS[cell](
             input_size,
             num_units,
             num_layers,
@@ -67,9 +75,9 @@ class RNNClassifier(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Keras' init: Glorot-uniform input weights, orthogonal recurrent weights, zero biases but
-        for the forget gate's 1. On this task it reaches ~0.4 points more test accuracy than
-        PyTorch's default."""
+        """Keras' init: Glorot-uniform input weights, orthogonal recurrent weights (per gate: they
+        are stacked gate by gate), zero biases; an LSTM's forget-gate bias is 1. On this task the
+        LSTM reaches ~0.4 points more test accuracy with it than with PyTorch's default."""
         h = self.rnn.hidden_size
         for name, param in self.rnn.named_parameters():
             if name.startswith("weight_ih"):
@@ -78,9 +86,9 @@ class RNNClassifier(nn.Module):
                 nn.init.orthogonal_(param)
             else:
                 nn.init.zeros_(param)
-                # Gates: input, forget, cell, output. The two biases add up, so only one carries
-                # the forget-gate 1.
-                if name.startswith("bias_ih"):
+                # LSTM gates: input, forget, cell, output. The two biases add up, so only one
+                # carries the forget-gate 1. (GRU: reset, update, new; all zero, as in Keras.)
+                if isinstance(self.rnn, nn.LSTM) and name.startswith("bias_ih"):
                     param.data[h : 2 * h] = 1.0
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
