@@ -3,6 +3,8 @@ what is allowed, and no run left that misleads."""
 
 from __future__ import annotations
 
+import importlib
+
 import mlflow
 import optuna
 import pytest
@@ -10,6 +12,7 @@ import pytorch_lightning as pl
 from conftest import run_cli, runs_in
 
 import lstm_mnist.train
+from lstm_mnist.data import BatchedTensorDataset
 from lstm_mnist.train import train
 
 
@@ -93,3 +96,35 @@ def test_pruned_trial_run_never_reads_failed(make_cfg, monkeypatch):
     (run,) = runs_in(store)
     assert spy.statuses == ["FINISHED"]  # Lightning's "failed" never reached the store
     assert run.info.status == "FINISHED" and run.data.tags["pruned"] == "pruned at step 20"
+
+
+def test_run_whose_model_upload_fails_is_not_finished(make_cfg, monkeypatch):
+    cfg, store = make_cfg("artifacts.pictures=false")  # the model is logged
+
+    def upload_fails(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    # mlflow.pytorch is a lazy loader that replaces itself with the module: patch the module.
+    monkeypatch.setattr(importlib.import_module("mlflow.pytorch"), "log_model", upload_fails)
+    spy = Spy(monkeypatch)
+    with pytest.raises(OSError):
+        train(cfg)
+    (run,) = runs_in(store)
+    assert spy.statuses == ["FAILED"]  # never FINISHED, not even for a moment
+    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
+
+
+def test_divergence_error_starts_on_a_line_of_its_own(make_cfg, monkeypatch, capsys):
+    cfg, _ = make_cfg("artifacts.model=false", "artifacts.pictures=false")
+    gather = BatchedTensorDataset.__getitem__
+
+    def poisoned(self, indices):
+        x, y = gather(self, indices)
+        return x * float("nan"), y
+
+    monkeypatch.setattr(BatchedTensorDataset, "__getitem__", poisoned)
+    with pytest.raises(FloatingPointError):
+        train(cfg)
+    out = capsys.readouterr().out  # Lightning draws its bars on stdout, errors go to stderr
+    assert "Epoch 0" in out  # the progress bar was drawn...
+    assert out.endswith("\n")  # ...and ended, so the error printed next starts a new line

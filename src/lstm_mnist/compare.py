@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 
 from lstm_mnist.tracking import names  # noqa: E402
 from lstm_mnist.tracking.store import Store  # noqa: E402
@@ -23,7 +24,7 @@ def find_sweep(store: Store, sweep: str) -> Run:
     if sweep != "latest":
         try:
             run = client.get_run(sweep)
-        except Exception as err:  # MlflowException: no such run
+        except MlflowException as err:
             raise ValueError(f"--sweep {sweep}: no such run in the store") from err
         if names.SWEEP_KEY not in run.data.tags:
             raise ValueError(f"--sweep {sweep}: that run is not a sweep's parent run")
