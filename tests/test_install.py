@@ -42,6 +42,35 @@ def test_help_and_typo_answer_without_heavy_imports(tmp_path, command):
     assert names & HEAVY == set()
 
 
+def test_help_page_lists_knobs_groups_recipes_and_sweeps_with_their_values(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lstm_mnist.config import RULES
+
+    help_page = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), "num_layers=2", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
+    lines = help_page.splitlines()
+    for knob in RULES:
+        assert any(line.split()[:1] == [knob] for line in lines if line), knob
+    assert "  num_layers        stacked recurrent layers (2)" in lines  # the value it would use
+    for group in ("data: fashion_mnist, mnist", "trainer: cpu, gpu", "experiment: best, fast"):
+        assert group in lines
+    for recipe in (ROOT / "conf" / "experiment").glob("*.yaml"):
+        assert any(line.split()[:1] == [recipe.stem] for line in lines), recipe.stem
+    for sweep in (ROOT / "sweeps").glob("*.yaml"):
+        named = any(line.split()[:1] == [sweep.stem] for line in lines)
+        assert named == (sweep.stem != "default"), sweep.stem
+    examples = [line for line in lines if line.startswith("  python src/train.py") and "# " in line]
+    assert len(examples) == 3
+    internal = OmegaConf.load(ROOT / "conf" / "config.yaml").sweep  # set by the sweepers only
+    assert not any(f"{key}:" in help_page for key in ["sweep", *internal])
+    assert "Powered by Hydra" not in help_page
+
+
 def test_non_editable_install_finds_its_data_and_sweeps_from_another_folder(tmp_path):
     source = tmp_path / "source"
     source.mkdir()

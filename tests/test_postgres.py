@@ -209,7 +209,7 @@ def test_optuna_sweep_with_its_study_in_postgres(mlflow_server, optuna_storage_u
     assert sorted(r.data.tags["optuna_trial"] for r in jobs) == ["0", "1"]
     parent = client.get_run(jobs[0].data.tags["mlflow.parentRunId"])
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
-    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
+    assert parent.info.status == "FINISHED" and int(parent.data.tags["jobs_finished"]) == 2
     password = sqlalchemy.engine.make_url(optuna_storage_url).password
     for run in [parent, *jobs]:  # the storage's password is in no tag
         assert not any(password in value for value in run.data.tags.values())
@@ -233,7 +233,7 @@ def test_sweep_logs_into_mlflow_server_on_postgres(mlflow_server, tmp_path):
     assert [r.data.params["num_layers"] for r in jobs] == ["1", "2"], mlflow_server.log()
     parent = client.get_run(jobs[0].data.tags["mlflow.parentRunId"])  # the sweep's own run
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
-    assert parent.info.run_name == "num_layers=1,2" and parent.data.metrics["jobs_finished"] == 2
+    assert parent.info.run_name == "num_layers=1,2" and int(parent.data.tags["jobs_finished"]) == 2
     for run in jobs:
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val_acc")

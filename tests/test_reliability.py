@@ -135,6 +135,14 @@ def test_run_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     assert status.pop(dead_id) == "KILLED"
     assert list(status.values()) == ["FINISHED"]
 
+    # The run line, then the link to the run's page in the UI that this store needs.
+    (run,) = [r for r in runs_in(store) if r.info.run_id != dead_id]
+    page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    start = f"mlflow ui --backend-store-uri {store}"
+    assert f"see it: {page}  (start the UI first: {start})" in proc.stdout
+    # Metrics are the numbers they are: k/5000 on the 5,000 validation images, no float32 noise.
+    assert run.data.metrics["val_acc"] == round(run.data.metrics["val_acc"], 4)
+
 
 def test_full_disk_fails_the_run_and_leaves_no_truncated_checkpoint(tmp_path):
     def small_files_only():  # every file this process writes is capped at 4 MB
@@ -213,7 +221,7 @@ def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
     assert len({r.data.tags["sweep_id"] for r in runs}) == 2
     parents = runs_in(store, parents=True)
     assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
-    assert [p.data.metrics["jobs_finished"] for p in parents] == [3, 3]
+    assert [int(p.data.tags["jobs_finished"]) for p in parents] == [3, 3]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {p.info.run_id for p in parents}
     for run in runs:  # every metric point of every run is there
         assert steps_of(store, run, "train_loss") == [10, 20, 30]
@@ -231,4 +239,4 @@ def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
     (run,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db")  # the other two never started
     assert run.info.status == "KILLED" and run.data.params["num_layers"] == "1"
     (parent,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db", parents=True)
-    assert parent.info.status == "KILLED" and parent.data.metrics["jobs_killed"] == 1
+    assert parent.info.status == "KILLED" and int(parent.data.tags["jobs_killed"]) == 1

@@ -6,7 +6,7 @@ import os
 
 import mlflow
 import optuna
-from conftest import run_cli, runs_in, steps_of, tiny_cli_args
+from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
 from lstm_mnist.cli import compare
 
@@ -29,18 +29,41 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
     assert sorted(r.data.params["num_layers"] for r in runs) == ["1", "2", "3"]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert parent.info.run_name == "layers" and parent.info.status == "FINISHED"
-    assert parent.data.metrics["jobs_finished"] == 3
-    assert parent.data.metrics["jobs_failed"] == parent.data.metrics["jobs_pruned"] == 0
+    assert int(parent.data.tags["jobs_finished"]) == 3
+    assert int(parent.data.tags["jobs_failed"]) == int(parent.data.tags["jobs_pruned"]) == 0
     best = max(runs, key=lambda r: r.data.metrics["val_acc"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.metrics["best_val_acc"] == best.data.metrics["val_acc"]
     client = mlflow.MlflowClient(store)
     definition = open(client.download_artifacts(parent.info.run_id, "sweep.yaml")).read()
     assert "num_layers: 1,2,3" in definition
+    assert parent.data.params == {"num_layers": "1,2,3"}  # the swept space
+    assert not any(key.startswith("jobs_") for key in parent.data.metrics)  # tags, not charts
+
+    # The sweep ends with its answer, where to see it and what to run next.
+    summary = proc.stdout.splitlines()[-4:]
+    assert summary[0] == "sweep layers: 3 of 3 jobs finished"
+    num_layers, val_acc = best.data.params["num_layers"], best.data.metrics["val_acc"]
+    assert (
+        summary[1]
+        == f"best: num_layers={num_layers} val_acc={val_acc:.4f} (run {best.info.run_id})"
+    )
+    experiment = parent.info.experiment_id
+    assert summary[2] == (
+        f"runs: http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning"
+        f"&orderByKey=metrics.%60val_acc%60&orderByAsc=false"
+        f"  (start the UI first: mlflow ui --backend-store-uri {store})"
+    )
+    compare_py = ROOT / "src" / "compare.py"
+    assert (
+        summary[3]
+        == f"next: python {compare_py} --tracking-uri {store} --sweep {parent.info.run_id}"
+    )
 
     again = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "3 of 3 jobs already FINISHED" in again.stdout
+    assert "sweep layers: 3 of 3 jobs finished (3 of them before: not run again)" in again.stdout
     assert len(runs_in(store)) == 3 and len(runs_in(store, parents=True)) == 1
 
     deleted = next(r for r in runs if r.data.params["num_layers"] == "2")
@@ -67,7 +90,8 @@ def test_failed_job_is_recorded_and_the_others_still_run(tmp_path):
     assert "can't allocate memory" in failed.data.tags["error"]
     (parent,) = runs_in(store, parents=True)
     assert parent.info.status == "FAILED"
-    assert parent.data.metrics["jobs_finished"] == 2 and parent.data.metrics["jobs_failed"] == 1
+    assert int(parent.data.tags["jobs_finished"]) == 2 and int(parent.data.tags["jobs_failed"]) == 1
+    assert "sweep num_units=16,2000000,32: 2 of 3 jobs finished, 1 failed" in proc.stdout
 
 
 def test_optuna_sweep_prunes_resumes_and_compares(tmp_path, capsys):
@@ -96,8 +120,14 @@ def test_optuna_sweep_prunes_resumes_and_compares(tmp_path, capsys):
     )
     assert steps_of(store, runs["1"], "val_acc") == [20]
     assert "pruned" not in runs["0"].data.tags and steps_of(store, runs["0"], "val_acc") == [20, 30]
-    assert parent.data.metrics["jobs_pruned"] == 1 and parent.data.metrics["jobs_finished"] == 1
+    assert int(parent.data.tags["jobs_pruned"]) == 1 and int(parent.data.tags["jobs_finished"]) == 1
     assert parent.data.tags["best_run_id"] == runs["0"].info.run_id
+    assert parent.data.params["lr"] == "0.0001..0.01 (log)"  # the search space (sweeps/optuna.yaml)
+    assert "sweep optuna: 1 of 2 jobs finished, 1 pruned" in proc.stdout
+    (best_line,) = [line for line in proc.stdout.splitlines() if line.startswith("best: ")]
+    assert (
+        "lr=0.01 " in best_line and f"val_acc={runs['0'].data.metrics['val_acc']:.4f}" in best_line
+    )
 
     # Resumed with a larger budget: one more trial (the third enqueued one), in the same study.
     resume = ["hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.n_warmup_steps=30"]
@@ -135,4 +165,4 @@ def test_parallel_jobs_share_the_cores(tmp_path):
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     assert {r.data.tags["torch_threads"] for r in runs} == {str(threads)}
     (parent,) = runs_in(store, parents=True)
-    assert parent.data.metrics["jobs_finished"] == 2
+    assert int(parent.data.tags["jobs_finished"]) == 2

@@ -31,8 +31,10 @@ class Config:
     num_threads: Optional[int] = None  # noqa: UP045
     log_every: int = MISSING
     val_every: int = MISSING
+    patience: Optional[int] = None  # noqa: UP045
     artifacts: Any = MISSING
     ckpt_dir: str = MISSING
+    keep_checkpoints: bool = MISSING
     resume: Optional[str] = None  # noqa: UP045  (OmegaConf reads this annotation at run time)
     stale_after_s: float = MISSING
     objective: Any = MISSING
@@ -64,6 +66,7 @@ RULES = {
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "stale_after_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),
     "num_threads": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "patience": (lambda v: v is None or v >= 1, "null (no early stopping) or an integer >= 1"),
     "model.lr_schedule": (lambda v: v in ("constant", "onecycle"), "constant or onecycle"),
     "objective.metric": (lambda v: v in ("val_acc", "val_loss"), "val_acc or val_loss"),
     "objective.direction": (lambda v: v in DIRECTIONS, " or ".join(DIRECTIONS)),

@@ -22,7 +22,7 @@ from lstm_mnist.tracking.sweeper import parallel_jobs
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
     """Fit on train, validate every `val_every` steps and at the end, test once; return the final
-    val_/test_ metrics, the run id and how to open the store's UI.
+    val_/test_ metrics, the run id and where to see the run in the MLflow UI.
 
     With `resume=<run id>`, continue that run from its last checkpoint, into the same MLflow run.
     """
@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         if cfg.artifacts.model:
             example, _ = next(iter(datamodule.test_dataloader()))
             record.log_classifier(model.model, example[:8])
-    return {**metrics, "run_id": run.run_id, "ui": run.store.ui_hint()}
+    return {**metrics, "run_id": run.run_id, "url": run.store.where_to_look(run.url)}
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:

@@ -60,9 +60,10 @@ class GridSweep(TrackedSweeper):
             name=self.name or " ".join(swept) or "sweep",
             key=digest(sorted(job.key for job in self.jobs)),
             definition=definition,
+            space=dict(line.lstrip("+~").split("=", 1) for line in swept),
         )
 
-    def start(self, parent: SweepRun) -> None:
+    def start(self, parent: SweepRun) -> int:
         done = parent.finished_hashes()
         self.todo = [job for job in self.jobs if job.key not in done]
         for num, job in enumerate(self.todo):
@@ -73,6 +74,7 @@ class GridSweep(TrackedSweeper):
                 f" this sweep (parent run {parent.run_id}); running the other {len(self.todo)}"
             )
         self.launched = 0
+        return len(self.jobs) - len(self.todo)
 
     def next_jobs(self) -> list[Job]:
         size = self.max_batch_size or len(self.todo) or 1

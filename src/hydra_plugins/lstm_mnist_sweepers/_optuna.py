@@ -73,9 +73,10 @@ class OptunaSweep(TrackedSweeper):
         self.storage = self.storage or store.optuna_storage()
         definition = {"sweeper": "optuna", "arguments": arguments, "study": self.study_name}
         definition.update(n_trials=self.n_trials, objective=self.objective.tag, params=space_text)
-        return Plan(config=base, name=self.name, key=key, definition=definition)
+        space = {k: described(d) for k, d in self.space.items()}
+        return Plan(config=base, name=self.name, key=key, definition=definition, space=space)
 
-    def start(self, parent: SweepRun) -> None:
+    def start(self, parent: SweepRun) -> int:
         client = parent.store.client
         client.set_tag(parent.run_id, names.OPTUNA_STUDY, self.study_name)
         shown = make_url(self.storage).render_as_string(hide_password=True)  # no secrets in tags
@@ -95,6 +96,7 @@ class OptunaSweep(TrackedSweeper):
             log.info(f"study {self.study_name}: {self.finished} trials already finished; resuming")
             self.sampler.reseed_rng()  # or a seeded sampler repeats the first run's random trials
         self.n_jobs = parallel_jobs(self.config.hydra.launcher)
+        return 0  # a resumed study counts its finished trials towards n_trials instead
 
     def next_jobs(self) -> list[Job]:
         trials = [
@@ -128,3 +130,14 @@ class OptunaSweep(TrackedSweeper):
         for job in jobs:  # the trials started stay unfinished otherwise
             self.study.tell(job.key, state=optuna.trial.TrialState.FAIL)
         return []
+
+
+def described(distribution: optuna.distributions.BaseDistribution) -> str:
+    """A search range as people write it: 1e-05..0.1 (log), 1..4, 64,128,256."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return ",".join(str(c) for c in distribution.choices)
+    text = f"{distribution.low}..{distribution.high}"
+    if distribution.log:
+        return f"{text} (log)"
+    step = distribution.step
+    return text if step in (None, 1) else f"{text} step {step}"

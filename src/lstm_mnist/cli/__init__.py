@@ -13,6 +13,8 @@ import warnings
 from enum import IntEnum
 from typing import NoReturn
 
+from lstm_mnist.tracking.names import DEFAULT_URI
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -54,7 +56,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     """--tracking-uri and --experiment, with one meaning in every command."""
     parser.add_argument(
         "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-        help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+        default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
+        help=f"MLflow store (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})",
     )
     parser.add_argument("--experiment", default="lstm-mnist", help="MLflow experiment name")

@@ -32,8 +32,9 @@ def task(cfg: DictConfig) -> float:
         raise
     print(
         f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
-        f" | compare runs: {result['ui']}"
     )
+    if HydraConfig.get().mode == RunMode.RUN:  # a sweep ends with its own summary and link
+        print(f"see it: {result['url']}")
     return result[cfg.objective.metric]
 
 

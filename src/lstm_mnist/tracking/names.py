@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+DEFAULT_URI = "sqlite:///mlflow.db"  # the store when none is named (conf/logger/mlflow.yaml's too)
+
 # Tags of a training run.
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the run under its sweep's parent in the UI
 CONFIG_HASH = "config_hash"  # equal for two runs that train the same thing
@@ -27,6 +29,14 @@ OPTUNA_STUDY = "optuna_study"
 OPTUNA_STORAGE = "optuna_storage"  # with the password masked
 BEST_RUN_ID = "best_run_id"
 BEST_RUN_NAME = "best_run_name"
+
+
+def jobs(state: str) -> str:
+    """The parent's tag counting its jobs in `state`: jobs_finished, jobs_failed, ..."""
+    return f"jobs_{state}"
+
+
+MAX_NAME = 250  # MLflow's limit on run names and param values (PostgreSQL enforces it)
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -62,9 +72,18 @@ class Objective:
         return f"{self.metric} {self.direction}"
 
     @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    @property
+    def column(self) -> str:
+        """The metric as MLflow's search and UI name it."""
+        return f"metrics.`{self.metric}`"
+
+    @property
     def order_by(self) -> str:
         """MLflow's search order, best first."""
-        return f"metrics.`{self.metric}` {'DESC' if self.direction == 'maximize' else 'ASC'}"
+        return f"{self.column} {'DESC' if self.maximize else 'ASC'}"
 
     def best(self, runs: Iterable[Any]) -> Any | None:
         """The run (an mlflow Run) with the best value of the metric; None if none has it."""

@@ -28,7 +28,6 @@ from lstm_mnist.tracking.names import Objective
 SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "objective", "hydra")
 # Group keys whose short name is what people search for in `mlflow ui`.
 SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
-MAX_NAME = 250  # MLflow's limit on run names and param values (PostgreSQL enforces it)
 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
@@ -78,7 +77,7 @@ def run_name() -> str:
         if not o.startswith(("logger.", "hydra.", "sweep."))
     ]
     name = ",".join(overrides) or "default"
-    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+    return name if len(name) <= names.MAX_NAME else name[: names.MAX_NAME - 1] + "…"
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:

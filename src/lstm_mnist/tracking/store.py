@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 import requests
@@ -15,6 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 
 
 class StoreError(RuntimeError):
@@ -93,13 +96,32 @@ class Store:
             " (an SQLAlchemy URL, e.g. postgresql+psycopg2://user@host/optuna)"
         )
 
-    def ui_hint(self) -> str:
-        """How to look at this store's runs."""
+    def ui_command(self) -> str | None:
+        """The command that serves this store's UI; None for a tracking server (it is one)."""
         if self.uri.startswith(("http://", "https://")):
-            return f"open {self.uri}"
-        if self.uri == "sqlite:///mlflow.db":
+            return None
+        if self.uri == names.DEFAULT_URI:
             return "mlflow ui"
         return f"mlflow ui --backend-store-uri {self.uri}"
+
+    def url(
+        self, experiment_id: str, run_id: str | None = None, sort: Objective | None = None
+    ) -> str:
+        """The UI page of a run, or the experiment's runs table (not MLflow 3's GenAI overview),
+        best first by `sort`."""
+        base = self.uri.rstrip("/") if self.ui_command() is None else UI_ADDRESS
+        if run_id:
+            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        url = f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+        if sort:
+            ascending = str(not sort.maximize).lower()
+            url += f"&orderByKey={quote(sort.column)}&orderByAsc={ascending}"
+        return url
+
+    def where_to_look(self, url: str) -> str:
+        """`url`, and the command that starts the UI first when there is no tracking server."""
+        command = self.ui_command()
+        return url + (f"  (start the UI first: {command})" if command else "")
 
     def best_model_run(self, objective: Objective, sweep_dir: str | None = None) -> str:
         """The id of the FINISHED run with the best objective that has a logged model, among all

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from mlflow.entities import Run
+from mlflow.entities import Param, Run
 
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
@@ -29,10 +29,18 @@ class SweepRun:
 
     @classmethod
     def open(
-        cls, store: Store, objective: Objective, name: str, key: str, kind: str, definition: str
+        cls,
+        store: Store,
+        objective: Objective,
+        name: str,
+        key: str,
+        kind: str,
+        definition: str,
+        space: dict[str, str],
     ) -> SweepRun:
         """The parent run of the sweep identified by `key`: the existing one, set RUNNING again,
-        or a new one named `name` that stores `definition` as sweep.yaml."""
+        or a new one named `name` that stores `definition` as sweep.yaml and the swept `space`
+        as params (`num_layers`: `1,2,3`)."""
         experiment_id = store.prepare()
         client = store.client
         found = client.search_runs(
@@ -50,6 +58,8 @@ class SweepRun:
             }
             run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
             client.log_text(run_id, definition, "sweep.yaml")
+            params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
+            client.log_batch(run_id, params=params)
         return cls(store, run_id, objective)
 
     @classmethod
@@ -80,22 +90,36 @@ class SweepRun:
             r.data.tags[names.CONFIG_HASH] for r in self.children() if job_state(r) == "finished"
         }
 
-    def close(self, status: str | None = None) -> Counter[str]:
-        """Record jobs_finished/failed/pruned/killed and the best finished child by the
-        objective, end the run (FAILED if any job failed, unless `status` says otherwise);
-        return the counts of each job state."""
+    def close(self, status: str | None = None) -> Outcome:
+        """Record how many jobs finished, failed, were pruned or killed (tags `jobs_<state>`:
+        bookkeeping, kept out of the metric charts) and the best finished child by the
+        objective (metrics `best_<metric>`, `best_test_acc`), and end the run: FAILED if any job
+        failed, unless `status` says otherwise."""
         client, children = self.store.client, self.children()
         counts = Counter(job_state(r) for r in children)
-        metrics = {f"jobs_{s}": counts[s] for s in ("finished", "failed", "pruned", "killed")}
+        for state in JOB_STATES:
+            client.set_tag(self.run_id, names.jobs(state), str(counts[state]))
         best = self.objective.best(r for r in children if job_state(r) == "finished")
         if best is not None:
             metric = self.objective.metric
-            metrics[f"best_{metric}"] = best.data.metrics[metric]
+            client.log_metric(self.run_id, f"best_{metric}", best.data.metrics[metric])
             if "test_acc" in best.data.metrics:
-                metrics["best_test_acc"] = best.data.metrics["test_acc"]
+                client.log_metric(self.run_id, "best_test_acc", best.data.metrics["test_acc"])
             client.set_tag(self.run_id, names.BEST_RUN_ID, best.info.run_id)
             client.set_tag(self.run_id, names.BEST_RUN_NAME, best.info.run_name)
-        for key, value in metrics.items():
-            client.log_metric(self.run_id, key, value)
         end_run(client, self.run_id, status or ("FAILED" if counts["failed"] else "FINISHED"))
-        return counts
+        return Outcome(counts, best)
+
+    def url(self) -> str:
+        """The experiment's runs table in the UI, best first."""
+        experiment_id = self.store.client.get_run(self.run_id).info.experiment_id
+        return self.store.url(experiment_id, sort=self.objective)
+
+
+JOB_STATES = ("finished", "failed", "pruned", "killed")
+
+
+@dataclass
+class Outcome:
+    counts: Counter[str]  # job state -> number of jobs
+    best: Run | None  # the best finished job's run

@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.config import validate
 from lstm_mnist.interrupts import Interrupted
-from lstm_mnist.tracking.names import Objective
+from lstm_mnist.tracking import names
+from lstm_mnist.tracking.names import DEFAULT_URI, Objective
 from lstm_mnist.tracking.store import Store
-from lstm_mnist.tracking.sweep import SweepRun
+from lstm_mnist.tracking.sweep import JOB_STATES, Outcome, SweepRun
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Plan:
     name: str  # the parent run's name
     key: str  # identifies the sweep, so that running it again reopens its parent
     definition: dict[str, Any]  # stored with the parent as sweep.yaml
+    space: dict[str, str]  # each swept knob and its values, the parent's params
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
@@ -74,8 +76,10 @@ class TrackedSweeper(Sweeper):
     def plan(self, arguments: list[str]) -> Plan:
         raise NotImplementedError
 
-    def start(self, parent: SweepRun) -> None:
-        """Called once the parent run is open, before the first job."""
+    def start(self, parent: SweepRun) -> int:
+        """Called once the parent run is open, before the first job; returns how many jobs it
+        skips because they FINISHED in this sweep before."""
+        return 0
 
     def next_jobs(self) -> list[Job]:
         """The jobs to launch together next; none when the sweep is done."""
@@ -113,8 +117,9 @@ class TrackedSweeper(Sweeper):
             key=plan.key,
             kind=self.kind,
             definition=OmegaConf.to_yaml(plan.definition),
+            space=plan.space,
         )
-        self.start(parent)
+        skipped = self.start(parent)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # Hydra's record of the sweep
@@ -139,7 +144,45 @@ class TrackedSweeper(Sweeper):
                     failures.append((job.label, err))
             returns.append(results)
             num += len(jobs)
-        parent.close()
+        outcome = parent.close()
+        print("\n".join(summary(plan, parent, outcome, skipped)))
         if failures:
             raise JobsFailed(failures, num)
         return returns
+
+
+def summary(plan: Plan, parent: SweepRun, outcome: Outcome, skipped: int) -> list[str]:
+    """The lines a sweep ends with: how its jobs ended, the best configuration, where to look,
+    what to run next."""
+    counts = outcome.counts
+    states = "".join(f", {counts[s]} {s}" for s in JOB_STATES[1:] if counts[s])
+    before = f" ({skipped} of them before: not run again)" if skipped else ""
+    lines = [
+        f"sweep {plan.name}: {counts['finished']} of {sum(counts.values())} jobs finished"
+        f"{before}{states}"
+    ]
+    metric = parent.objective.metric
+    if outcome.best is not None:
+        given = outcome.best.data.tags.get(names.OVERRIDES, "").split()
+        config = [o for o in given if o.split("=")[0].lstrip("+") in plan.space]
+        value = outcome.best.data.metrics[metric]
+        lines.append(
+            f"best: {' '.join(config) or outcome.best.info.run_name} {metric}={value:.4f}"
+            f" (run {outcome.best.info.run_id})"
+        )
+    lines.append(f"runs: {parent.store.where_to_look(parent.url())}")
+    lines.append(f"next: {compare_command(parent.store)} --sweep {parent.run_id}")
+    return lines
+
+
+def compare_command(store: Store) -> str:
+    """The compare command beside the train command that runs, for this store."""
+    script = Path(sys.argv[0])
+    command = (
+        f"python {script.with_name('compare.py')}"
+        if script.name == "train.py"
+        else "lstm-mnist-compare"
+    )
+    if store.uri != os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI):
+        command += f" --tracking-uri {store.uri}"
+    return command
