@@ -17,6 +17,7 @@ from PIL import Image
 
 from lstm_mnist.data import DEFAULT_DIRS, FILES, read_idx
 from lstm_mnist.digits import to_mnist
+from lstm_mnist.tracking.store import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +32,9 @@ def test_digits():
 def test_logged_model_predicts_class_probabilities(short_run, test_digits):
     result, store = short_run
     mlflow.set_tracking_uri(store)
-    model = mlflow.pyfunc.load_model(f"runs:/{result['run_id']}/model")
+    logged = Store(store, "lstm-mnist").model_of(result["run_id"])
+    assert logged.model_uri.startswith("models:/m-")  # MLflow 3's address of a logged model
+    model = mlflow.pyfunc.load_model(logged.model_uri)
     images, labels = test_digits
     probs = model.predict(images[:50].numpy().astype(np.float32) / 255)
     assert probs.shape == (50, 10)
@@ -89,7 +92,9 @@ def test_to_mnist_recovers_a_digit_from_a_styled_picture(test_digits):
 def test_predict_command_on_pictures(short_run, test_digits, tmp_path):
     result, store = short_run
     mlflow.set_tracking_uri(store)
-    model = mlflow.pytorch.load_model(f"runs:/{result['run_id']}/model")
+    model = mlflow.pytorch.load_model(
+        Store(store, "lstm-mnist").model_of(result["run_id"]).model_uri
+    )
     images, labels = test_digits
     with torch.no_grad():
         probs = model(images.float() / 255)
@@ -123,6 +128,29 @@ def test_predict_command_on_pictures(short_run, test_digits, tmp_path):
     assert set(predicted) == set(files)
     right = sum(predicted[f] == truth[f] for f in files)
     assert right >= 0.9 * len(files), (right, len(files))
+
+
+def test_register_the_best_model_and_load_it_by_name(short_run, test_digits):
+    result, store = short_run
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "predict.py"), "--register", "digits"]
+        + ["--tracking-uri", store],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "registered as models:/digits/1"
+    assert "warn" not in proc.stderr.lower()
+    mlflow.set_tracking_uri(store)
+    version = mlflow.MlflowClient(store).get_model_version("digits", "1")
+    assert version.run_id == result["run_id"]
+    by_name = mlflow.pytorch.load_model("models:/digits/1", map_location="cpu")
+    images, _ = test_digits
+    logged = Store(store, "lstm-mnist").model_of(result["run_id"]).model_uri
+    with torch.no_grad():
+        expected = mlflow.pytorch.load_model(logged, map_location="cpu")(images[:8].float() / 255)
+        assert torch.equal(by_name(images[:8].float() / 255), expected)
 
 
 def free_port() -> int:

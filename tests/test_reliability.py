@@ -39,7 +39,9 @@ def test_nan_loss_stops_the_run_as_failed_with_its_reason(make_cfg, monkeypatch)
 def test_same_seed_same_weights_and_metrics(make_cfg, tmp_path):
     histories, weights = [], []
     for _ in range(2):
-        cfg, store = make_cfg("artifacts.model=false", "artifacts.pictures=false")
+        cfg, store = make_cfg(
+            "artifacts.model=false", "artifacts.pictures=false", "keep_checkpoints=true"
+        )
         result = train(cfg)
         (run,) = [r for r in runs_in(store) if r.info.run_id == result["run_id"]]
         histories.append(

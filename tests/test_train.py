@@ -2,7 +2,7 @@
 
 import mlflow
 import pytest
-from conftest import ROOT, run_cli, runs_in
+from conftest import ROOT, run_cli, runs_in, steps_of
 from hydra import compose, initialize_config_dir
 
 
@@ -96,3 +96,17 @@ def test_named_sweeps_and_experiments_compose():
     assert set(search.hydra.sweeper.params) == {"lr", "num_units", "num_layers", "dropout"}
     assert search.hydra.sweeper.params.lr.log is True
     assert (fast.num_layers, fast.num_units, fast.model.lr_schedule) == (2, 128, "onecycle")
+
+
+def test_early_stopping_ends_a_run_that_stops_improving_and_says_so(make_cfg, tmp_path):
+    from lstm_mnist.train import train
+
+    # lr=1e-9 cannot change a prediction: val_acc never improves on its first value.
+    cfg, store = make_cfg("lr=1e-9", "dropout=0", "val_every=5", "patience=2")
+    result = train(cfg)
+    (run,) = runs_in(store)
+    assert run.info.status == "FINISHED"
+    assert steps_of(store, run, "val_acc") == [5, 10, 15]  # stopped after 2 without progress
+    assert run.data.tags["early_stopped"].startswith("at step 15: Monitored metric val_acc")
+    assert "test_acc" in result  # tested as usual
+    assert not (tmp_path / "checkpoints" / run.info.run_id).exists()  # FINISHED: removed

@@ -11,36 +11,10 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
 
 from lstm_mnist.tracking import names  # noqa: E402
 from lstm_mnist.tracking.store import Store  # noqa: E402
 from lstm_mnist.tracking.sweep import SweepRun, job_state  # noqa: E402
-
-
-def find_sweep(store: Store, sweep: str) -> Run:
-    """The parent run `sweep` (a run id), or the latest sweep's with "latest"."""
-    client = store.client
-    if sweep != "latest":
-        try:
-            run = client.get_run(sweep)
-        except MlflowException as err:
-            raise ValueError(f"--sweep {sweep}: no such run in the store") from err
-        if names.SWEEP_KEY not in run.data.tags:
-            raise ValueError(f"--sweep {sweep}: that run is not a sweep's parent run")
-        return run
-    exp = client.get_experiment_by_name(store.experiment_name)
-    found = exp and client.search_runs(
-        [exp.experiment_id],
-        f"tags.{names.SWEEP_KEY} != ''",
-        order_by=["start_time DESC"],
-        max_results=1,
-    )
-    if not found:
-        raise ValueError(
-            f"no sweep in experiment {store.experiment_name!r} of this store; run one with -m"
-        )
-    return found[0]
 
 
 def ranked(sweep: SweepRun) -> list[Run]:

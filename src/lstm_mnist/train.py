@@ -15,6 +15,7 @@ from lstm_mnist import report
 from lstm_mnist.checkpoints import AtomicCheckpointIO
 from lstm_mnist.config import validate
 from lstm_mnist.pruning import trial_pruning
+from lstm_mnist.stopping import early_stopping
 from lstm_mnist.tracking import record
 from lstm_mnist.tracking.run import tracked_run
 from lstm_mnist.tracking.sweeper import parallel_jobs
@@ -32,6 +33,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     datamodule.setup()  # before the MLflow run exists: a data error records no run
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks += early_stopping(cfg)
 
     with tracked_run(cfg) as run:
         model = build_model(cfg)
@@ -42,6 +44,8 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
             plugins=[AtomicCheckpointIO()],
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.resume_from)
+        if trainer.early_stopping_callback is not None:
+            record.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
         if trainer.global_step % cfg.val_every:  # the last validation was before the last step
             trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them

@@ -52,11 +52,17 @@ def quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """--tracking-uri and --experiment, with one meaning in every command."""
+def add_store_options(parser: argparse.ArgumentParser, sweep_default: str | None) -> None:
+    """--tracking-uri, --experiment and --sweep, with one meaning in every command."""
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
         help=f"MLflow store (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})",
     )
     parser.add_argument("--experiment", default="lstm-mnist", help="MLflow experiment name")
+    parser.add_argument(
+        "--sweep",
+        default=sweep_default,
+        help="a sweep's parent run id (train.py prints it at the end), or 'latest'"
+        + (f" (default: {sweep_default})" if sweep_default else ""),
+    )

@@ -19,8 +19,7 @@ from lstm_mnist.cli import add_store_options, fail, quiet
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", default="latest", help="parent run id, or latest")
-    add_store_options(parser)
+    add_store_options(parser, sweep_default="latest")
     parser.add_argument("--storage", help="Optuna storage URL, if not beside a SQLite store")
     parser.add_argument("--out", type=Path, help="where to write the PNGs (compare/<run id>)")
     args = parser.parse_args(argv)
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     store = Store(args.tracking_uri, args.experiment)
     try:
-        parent = compare.find_sweep(store, args.sweep)
+        parent = SweepRun.find(store, args.sweep)
     except ValueError as err:
         fail(err)
     sweep = SweepRun.of(store, parent)

@@ -1,8 +1,9 @@
-"""Classify your own digit images with a model from the MLflow store.
+"""Classify your own digit images with a model from the MLflow store, or register that model.
 
-    python src/predict.py my_digit.png scan.jpg                # the best run by the objective
-    python src/predict.py *.png --run 3f2c0d...                # a given run
-    python src/predict.py *.png --run best --sweep multirun/2026-11-27/10-19-59
+    python src/predict.py my_digit.png scan.jpg            # the best run's model, by the objective
+    python src/predict.py *.png --run 3f2c0d...            # a given run's model
+    python src/predict.py *.png --sweep latest             # the best of the latest sweep
+    python src/predict.py --sweep latest --register lstm-mnist   # then: models:/lstm-mnist/1
 
 Any size or format Pillow reads, colour or grey, dark-on-light or light-on-dark.
 """
@@ -16,12 +17,19 @@ from lstm_mnist.cli import ExitCode, add_store_options, fail, quiet
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("images", nargs="+", help="image files")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("images", nargs="*", help="image files")
     parser.add_argument("--run", default="best", help="a run id, or 'best' (by the objective)")
-    parser.add_argument("--sweep", help="with --run best: only runs of this sweep_id")
-    add_store_options(parser)
+    parser.add_argument(
+        "--register", metavar="NAME", help="register the model in MLflow's registry as NAME"
+    )
+    add_store_options(parser, sweep_default=None)
+    parser.epilog = "\n".join(__doc__.splitlines()[2:7])
     args = parser.parse_args(argv)
+    if not args.images and not args.register:
+        parser.error("give image files to classify, or --register NAME")
     quiet()
 
     import mlflow
@@ -30,20 +38,26 @@ def main(argv: list[str] | None = None) -> None:
     from lstm_mnist.digits import load_grey, to_mnist
     from lstm_mnist.tracking.names import Objective
     from lstm_mnist.tracking.store import Store
+    from lstm_mnist.tracking.sweep import SweepRun
 
     store = Store(args.tracking_uri, args.experiment)
     try:
-        run_id = (
-            store.best_model_run(Objective.default(), args.sweep)
-            if args.run == "best"
-            else args.run
-        )
+        if args.run != "best":
+            logged = store.model_of(args.run)
+        else:
+            parent = SweepRun.find(store, args.sweep).info.run_id if args.sweep else None
+            logged = store.best_model(Objective.default(), parent)
     except ValueError as err:
         fail(err)
     mlflow.set_tracking_uri(store.uri)
-    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
-    print(f"model of run {run_id}", file=sys.stderr)
+    print(f"model {logged.model_uri} of run {logged.source_run_id}", file=sys.stderr)
+    if args.register:
+        version = mlflow.register_model(logged.model_uri, args.register)
+        print(f"registered as models:/{version.name}/{version.version}")
+    if not args.images:
+        sys.exit(ExitCode.OK)
 
+    model = mlflow.pytorch.load_model(logged.model_uri, map_location="cpu")
     failed = 0
     for path in args.images:
         try:

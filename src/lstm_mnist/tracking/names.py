@@ -19,6 +19,7 @@ OPTUNA_TRIAL = "optuna_trial"
 HEARTBEAT = "heartbeat"  # Unix time, stamped while the run trains
 ERROR = "error"  # on a FAILED run: why
 PRUNED = "pruned"  # on a pruned trial's (FINISHED) run: when and why
+EARLY_STOPPED = "early_stopped"  # on a run that early stopping ended: when and why
 OBJECTIVE = "objective"  # "val_acc maximize": what `best` means for this run or sweep
 
 # Tags of a sweep's parent run.

@@ -17,6 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from torch import nn
 
 from lstm_mnist import report
@@ -115,6 +117,12 @@ def log_config(cfg: DictConfig) -> None:
         hydra_dir = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
         if hydra_dir.is_dir():
             mlflow.log_artifacts(str(hydra_dir), "hydra")
+
+
+def log_early_stop(stopper: EarlyStopping, step: int) -> None:
+    """Tag the run `early_stopped` with when and why, if `stopper` ended its training."""
+    if stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED:
+        mlflow.set_tag(names.EARLY_STOPPED, f"at step {step}: {stopper.stopping_reason_message}")
 
 
 def log_classifier(net: nn.Module, example: torch.Tensor) -> None:

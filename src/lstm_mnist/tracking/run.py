@@ -8,6 +8,7 @@ sweep's parent and for runs found dead.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -153,6 +154,8 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         raise
     finally:
         mlflow.end_run(status)
+        if status == "FINISHED" and not cfg.keep_checkpoints:  # nothing left to resume
+            shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)
 
 
 def resume_point(store: Store, cfg: DictConfig) -> Path:

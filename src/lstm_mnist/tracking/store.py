@@ -11,6 +11,7 @@ from urllib.parse import quote
 import mlflow
 import requests
 from filelock import FileLock
+from mlflow.entities import LoggedModel
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -123,21 +124,39 @@ class Store:
         command = self.ui_command()
         return url + (f"  (start the UI first: {command})" if command else "")
 
-    def best_model_run(self, objective: Objective, sweep_dir: str | None = None) -> str:
-        """The id of the FINISHED run with the best objective that has a logged model, among all
-        runs of the experiment or those of the sweep whose Hydra folder is `sweep_dir`."""
+    def best_model(self, objective: Objective, parent_run_id: str | None = None) -> LoggedModel:
+        """The logged model of the FINISHED run with the best objective that has one, among all
+        runs of the experiment or the jobs of the sweep whose parent run is `parent_run_id`."""
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
             raise ValueError(f"no experiment {self.experiment_name!r} in {self.uri}")
         query = "attributes.status = 'FINISHED'"
-        if sweep_dir:
-            query += f" and tags.{names.SWEEP_DIR} = '{sweep_dir}'"
+        if parent_run_id:
+            query += f" and tags.`{names.PARENT_RUN}` = '{parent_run_id}'"
         ids = [experiment.experiment_id]
         for run in self.client.search_runs(ids, query, order_by=[objective.order_by]):
-            if self.client.search_logged_models(ids, f"source_run_id = '{run.info.run_id}'"):
-                return run.info.run_id
-        where = f"sweep {sweep_dir!r}" if sweep_dir else f"experiment {self.experiment_name!r}"
+            if models := self.client.search_logged_models(ids, self._made_by(run.info.run_id)):
+                return models[0]
+        where = (
+            f"sweep {parent_run_id}" if parent_run_id else f"experiment {self.experiment_name!r}"
+        )
         raise ValueError(f"no finished run with a logged model in {where}")
+
+    def model_of(self, run_id: str) -> LoggedModel:
+        """The model that run `run_id` logged (MLflow 3 keeps it as a LoggedModel, addressed as
+        models:/<model id>, not under the run's artifacts)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise ValueError(f"--run {run_id}: no such run in {self.uri}") from None
+        found = self.client.search_logged_models([run.info.experiment_id], self._made_by(run_id))
+        if not found:
+            raise ValueError(f"--run {run_id}: that run logged no model (artifacts.model=false?)")
+        return found[0]
+
+    @staticmethod
+    def _made_by(run_id: str) -> str:
+        return f"source_run_id = '{run_id}'"
 
     def stale_runs(self, experiment_id: str, stale_after_s: float) -> dict[str, float]:
         """The training runs still RUNNING whose heartbeat (or start) is older than

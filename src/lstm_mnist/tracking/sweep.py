@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from mlflow.entities import Param, Run
+from mlflow.exceptions import MlflowException
 
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
@@ -61,6 +62,31 @@ class SweepRun:
             params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
             client.log_batch(run_id, params=params)
         return cls(store, run_id, objective)
+
+    @staticmethod
+    def find(store: Store, which: str) -> Run:
+        """The parent run `which` (a run id), or with "latest" the latest sweep's."""
+        client = store.client
+        if which != "latest":
+            try:
+                run = client.get_run(which)
+            except MlflowException:
+                raise ValueError(f"--sweep {which}: no such run in {store.uri}") from None
+            if names.SWEEP_KEY not in run.data.tags:
+                raise ValueError(f"--sweep {which}: that run is not a sweep's parent run")
+            return run
+        experiment = client.get_experiment_by_name(store.experiment_name)
+        found = experiment and client.search_runs(
+            [experiment.experiment_id],
+            f"tags.{names.SWEEP_KEY} != ''",
+            order_by=["start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            raise ValueError(
+                f"no sweep in experiment {store.experiment_name!r} of {store.uri}; run one with -m"
+            )
+        return found[0]
 
     @classmethod
     def of(cls, store: Store, run: Run) -> SweepRun:
