@@ -33,6 +33,7 @@ def imported_modules(*args: str, cwd) -> tuple[subprocess.CompletedProcess, set[
         ["src/train.py", "num_layer=3"],
         ["src/predict.py", "--help"],
         ["src/compare.py", "--help"],
+        ["src/clean.py", "--help"],
     ],
 )
 def test_help_and_typo_answer_without_heavy_imports(tmp_path, command):

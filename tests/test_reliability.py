@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import mlflow
 import pytest
 import torch
 from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
@@ -242,3 +243,42 @@ def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
     assert run.info.status == "KILLED" and run.data.params["num_layers"] == "1"
     (parent,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db", parents=True)
     assert parent.info.status == "KILLED" and int(parent.data.tags["jobs_killed"]) == 1
+
+
+def test_clean_removes_what_no_run_can_resume_from_and_purges_deleted_runs(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = Store(store, "lstm-mnist").prepare()
+    client = mlflow.MlflowClient(store)
+    runs = {}
+    for status in ("FINISHED", "KILLED", "FAILED", "DELETED"):
+        run_id = client.create_run(experiment).info.run_id
+        client.set_terminated(run_id, "FINISHED" if status == "DELETED" else status)
+        runs[status] = run_id
+    client.delete_run(runs["DELETED"])
+    runs["UNKNOWN"] = "0" * 32  # a folder whose run is in no store
+    for run_id in runs.values():
+        (tmp_path / "checkpoints" / run_id).mkdir(parents=True)
+        (tmp_path / "checkpoints" / run_id / "step=20.ckpt").write_bytes(b"x" * 500_000)
+
+    def clean(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "src" / "clean.py"), "--tracking-uri", store, *options],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    dry = clean("--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "3 checkpoint folder(s), would free 1.5 MB; kept 2 resumable" in dry.stdout
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 5  # nothing removed
+
+    done = clean("--deleted-runs")
+    assert done.returncode == 0, done.stderr[-2000:]
+    left = {p.name for p in (tmp_path / "checkpoints").iterdir()}
+    assert left == {runs["KILLED"], runs["FAILED"]}  # resume=<run id> still works for them
+    assert "freed 1.5 MB" in done.stdout
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_run(runs["DELETED"])  # purged by mlflow gc
+    assert client.get_run(runs["FINISHED"]).info.status == "FINISHED"  # runs themselves stay

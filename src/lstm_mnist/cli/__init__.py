@@ -52,17 +52,21 @@ def quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def add_store_options(parser: argparse.ArgumentParser, sweep_default: str | None) -> None:
-    """--tracking-uri, --experiment and --sweep, with one meaning in every command."""
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri and --experiment, with one meaning in every command."""
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI),
         help=f"MLflow store (default: $MLFLOW_TRACKING_URI or {DEFAULT_URI})",
     )
     parser.add_argument("--experiment", default="lstm-mnist", help="MLflow experiment name")
+
+
+def add_sweep_option(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--sweep, with one meaning in every command."""
     parser.add_argument(
         "--sweep",
-        default=sweep_default,
+        default=default,
         help="a sweep's parent run id (train.py prints it at the end), or 'latest'"
-        + (f" (default: {sweep_default})" if sweep_default else ""),
+        + (f" (default: {default})" if default else ""),
     )

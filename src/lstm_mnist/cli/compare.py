@@ -14,12 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from lstm_mnist.cli import add_store_options, fail, quiet
+from lstm_mnist.cli import add_store_options, add_sweep_option, fail, quiet
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_store_options(parser, sweep_default="latest")
+    add_store_options(parser)
+    add_sweep_option(parser, default="latest")
     parser.add_argument("--storage", help="Optuna storage URL, if not beside a SQLite store")
     parser.add_argument("--out", type=Path, help="where to write the PNGs (compare/<run id>)")
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lstm_mnist.cli import ExitCode, add_store_options, fail, quiet
+from lstm_mnist.cli import ExitCode, add_store_options, add_sweep_option, fail, quiet
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--register", metavar="NAME", help="register the model in MLflow's registry as NAME"
     )
-    add_store_options(parser, sweep_default=None)
+    add_store_options(parser)
+    add_sweep_option(parser, default=None)
     parser.epilog = "\n".join(__doc__.splitlines()[2:7])
     args = parser.parse_args(argv)
     if not args.images and not args.register:
