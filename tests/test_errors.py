@@ -59,6 +59,9 @@ def test_model_too_large_for_memory_fails_its_run_in_one_line(tmp_path):
     (run,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].startswith("MemoryError: num_layers=1 num_units=1000000000")
+    job_log = (tmp_path / "outputs" / "train.log").read_text()  # the job's log says why too
+    assert "error: MemoryError: num_layers=1 num_units=1000000000" in job_log
+    assert "error:" not in proc.stdout  # once on the console: stderr
 
 
 class Spy:

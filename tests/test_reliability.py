@@ -143,6 +143,8 @@ def test_run_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     start = f"mlflow ui --backend-store-uri {store}"
     assert f"see it: {page}  (start the UI first: {start})" in proc.stdout
+    job_log = (tmp_path / "outputs" / "train.log").read_text()  # Hydra's log of the job
+    assert f"run {run.info.run_id}: val_acc=" in job_log and f"see it: {page}" in job_log
     # Metrics are the numbers they are: k/5000 on the 5,000 validation images, no float32 noise.
     assert run.data.metrics["val_acc"] == round(run.data.metrics["val_acc"], 4)
 

@@ -4,6 +4,7 @@ Train, validate and test one run, or with -m a sweep, as conf/ and the overrides
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -18,6 +19,9 @@ from lstm_mnist.config import one_line
 from lstm_mnist.interrupts import Interrupted, handle_interrupts
 from lstm_mnist.resources import CONF_DIR
 
+# How the run ended, as plain lines on stdout and in Hydra's train.log (conf/hydra/job_logging).
+outcome = logging.getLogger("lstm_mnist.outcome")
+
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def task(cfg: DictConfig) -> float:
@@ -27,14 +31,17 @@ def task(cfg: DictConfig) -> float:
     try:
         result = train(cfg)
     except Exception as err:
+        outcome.getChild("error").error(
+            f"error: {type(err).__name__}: {' '.join(str(err).split())}"
+        )
         if HydraConfig.get().mode == RunMode.RUN:  # else the sweeper records it and goes on
             exit_on(err)  # here, before Hydra prints a line of its own about it
         raise
-    print(
+    outcome.info(
         f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
     )
     if HydraConfig.get().mode == RunMode.RUN:  # a sweep ends with its own summary and link
-        print(f"see it: {result['url']}")
+        outcome.info(f"see it: {result['url']}")
     return result[cfg.objective.metric]
 
 
