@@ -67,6 +67,7 @@ def short_run(tmp_path_factory) -> tuple[dict, str]:
     cfg, store = compose_tiny(
         tmp_path_factory.mktemp("short_run"),
         *["num_units=64", "lr=3e-3", "max_steps=400", "log_every=100", "val_every=200"],
+        "system_metrics_s=1",
     )
     return train(cfg), store
 

@@ -98,6 +98,16 @@ def test_named_sweeps_and_experiments_compose():
     assert (fast.num_layers, fast.num_units, fast.model.lr_schedule) == (2, 128, "onecycle")
 
 
+def test_run_records_system_metrics_of_this_machine(short_run):
+    result, store = short_run
+    (run,) = [r for r in runs_in(store) if r.info.run_id == result["run_id"]]
+    system = {k for k in run.data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+    assert steps_of(store, run, "system/cpu_utilization_percentage")[:2] == [0, 1]  # a series
+    assert not any(k.startswith("system/gpu_") for k in system)  # no GPU here
+    assert "gpu" not in run.data.tags
+
+
 def test_early_stopping_ends_a_run_that_stops_improving_and_says_so(make_cfg, tmp_path):
     from lstm_mnist.train import train
 

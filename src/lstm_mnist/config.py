@@ -29,6 +29,7 @@ class Config:
     max_steps: int = MISSING
     seed: int = MISSING
     num_threads: Optional[int] = None  # noqa: UP045
+    jobs_per_gpu: int = MISSING
     log_every: int = MISSING
     val_every: int = MISSING
     patience: Optional[int] = None  # noqa: UP045
@@ -37,6 +38,7 @@ class Config:
     keep_checkpoints: bool = MISSING
     resume: Optional[str] = None  # noqa: UP045  (OmegaConf reads this annotation at run time)
     stale_after_s: float = MISSING
+    system_metrics_s: Optional[float] = None  # noqa: UP045
     objective: Any = MISSING
     sweep: Any = MISSING
     data: Any = MISSING
@@ -66,6 +68,8 @@ RULES = {
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "stale_after_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),
     "num_threads": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "jobs_per_gpu": (lambda v: v >= 1, "an integer >= 1"),
+    "system_metrics_s": (lambda v: v is None or 0 < v < math.inf, "null (off) or seconds > 0"),
     "patience": (lambda v: v is None or v >= 1, "null (no early stopping) or an integer >= 1"),
     "model.lr_schedule": (lambda v: v in ("constant", "onecycle"), "constant or onecycle"),
     "objective.metric": (lambda v: v in ("val_acc", "val_loss"), "val_acc or val_loss"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 
 import pytorch_lightning as pl
 import torch
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 from lstm_mnist import report
 from lstm_mnist.checkpoints import AtomicCheckpointIO
 from lstm_mnist.config import validate
+from lstm_mnist.devices import gpu_slot
 from lstm_mnist.pruning import trial_pruning
 from lstm_mnist.stopping import early_stopping
 from lstm_mnist.tracking import record
@@ -35,10 +37,11 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += early_stopping(cfg)
 
-    with tracked_run(cfg) as run:
+    with job_gpu(cfg) as gpu, tracked_run(cfg, gpu) as run:
         model = build_model(cfg)
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
+            **({"devices": [gpu]} if gpu is not None else {}),
             logger=run.logger(),
             callbacks=callbacks + run.callbacks() + trial_pruning(cfg),
             plugins=[AtomicCheckpointIO()],
@@ -71,6 +74,17 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
             reason = " ".join(str(cause).split())
             raise MemoryError(f"{size}: the model does not fit in memory ({reason})") from None
         raise cause from None
+
+
+def job_gpu(cfg: DictConfig) -> AbstractContextManager[int | None]:
+    """The CUDA device a run on GPUs trains on: in a parallel sweep, a slot of its own on one of
+    the visible GPUs (lstm_mnist/devices.py), else GPU 0; None on CPU."""
+    if cfg.trainer.accelerator not in ("gpu", "cuda"):
+        return nullcontext(None)
+    n_jobs = parallel_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else 1
+    if n_jobs == 1:
+        return nullcontext(0)
+    return gpu_slot(range(torch.cuda.device_count()), cfg.jobs_per_gpu)
 
 
 def thread_count(cfg: DictConfig) -> int:

@@ -13,6 +13,7 @@ PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the run under its sweep
 CONFIG_HASH = "config_hash"  # equal for two runs that train the same thing
 OVERRIDES = "overrides"
 TORCH_THREADS = "torch_threads"
+GPU = "gpu"  # the CUDA device index the run trained on, in a parallel sweep on several GPUs
 SWEEP_DIR = "sweep_id"  # the sweep's Hydra output folder
 JOB_NUM = "job_num"
 OPTUNA_TRIAL = "optuna_trial"

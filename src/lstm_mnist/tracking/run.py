@@ -29,6 +29,7 @@ from lstm_mnist.checkpoints import CheckpointOnInterrupt, latest_checkpoint
 from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.tracking import names, record
 from lstm_mnist.tracking.store import Store
+from lstm_mnist.tracking.system import system_monitor
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,13 @@ class TrackedRun:
 
 
 @contextmanager
-def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
+def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]:
     """Start the run (or, with resume=<run id>, reopen that one), record its params, tags and
-    config, and end it with one status once the block is done: FINISHED; FINISHED and tagged
-    `pruned` when Optuna pruned it; KILLED on Ctrl-C or SIGTERM; FAILED and tagged `error` on
-    any other exception, including one while uploading the model or the report."""
+    config and, every `system_metrics_s`, MLflow's system metrics (of GPU `gpu` only), and end
+    it with one status once the block is done: FINISHED (its checkpoints removed unless
+    keep_checkpoints); FINISHED and tagged `pruned` when Optuna pruned it; KILLED on Ctrl-C or
+    SIGTERM; FAILED and tagged `error` on any other exception, including one while uploading
+    the model or the report."""
     store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
     experiment_id = store.prepare()
     for run_id, silent_s in store.stale_runs(experiment_id, cfg.stale_after_s).items():
@@ -134,7 +137,12 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         run_id=cfg.resume,
         experiment_id=experiment_id,
         run_name=None if cfg.resume else record.run_name(),
-        tags=record.run_tags(cfg),
+        tags=record.run_tags(cfg) | ({names.GPU: str(gpu)} if gpu is not None else {}),
+    )
+    monitor = (
+        system_monitor(run.info.run_id, store.uri, cfg.system_metrics_s, bool(cfg.resume), gpu)
+        if cfg.system_metrics_s
+        else None
     )
     status = "FAILED"
     try:
@@ -153,6 +161,8 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         mlflow.set_tag(names.ERROR, f"{type(err).__name__}: {err}"[:MAX_TAG])
         raise
     finally:
+        if monitor is not None:
+            monitor.finish()  # its last samples, before the status
         mlflow.end_run(status)
         if status == "FINISHED" and not cfg.keep_checkpoints:  # nothing left to resume
             shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)
