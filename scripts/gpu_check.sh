@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared script for a lent GPU machine (its image has torch and
-# Lightning, not hydra-core/mlflow/optuna, and no network). About 6 minutes at most.
+# Lightning, not hydra-core/mlflow/optuna, and no network). At most 8 minutes (step limits sum
+# to 465 s); typically much less.
 #
 # Here, first:    python scripts/fetch_gpu_wheels.py       (wheels into .whl/, git-ignored)
 # Then, with the device tool:  run  command="bash scripts/gpu_check.sh"  carry=[".whl"]
-#                              timeout_s=420
-# Writes under $OUT: summary.txt (each step's exit code and time), env.txt, pytest_gpu.log,
-# bench_cuda.log, train_gpu.log.
+#                              timeout_s=540
+# Writes under $OUT: summary.txt (each step's exit code and time), env.txt, and one log per step.
 set -u
 OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
@@ -48,18 +48,35 @@ print("lightning", pl.__version__, "hydra", hydra.__version__, "mlflow", mlflow.
 cat "$OUT/env.txt"
 
 # 2. The GPU tests (data on the GPU, a tiny bf16 fit there).
-step "pytest -m gpu" 80 pytest_gpu.log $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
+step "pytest -m gpu" 60 pytest_gpu.log $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
 
-# 3. Throughput on cuda: the product's Lightning path vs a plain loop, fp32 and bf16-mixed.
-step "bench cuda" 110 bench_cuda.log $PY bench/throughput.py --device cuda --steps 300 \
-    --warmup 50 --reps 3
+# 3. Throughput on cuda at batch 100, 256 and 1024: the product's Lightning path against a
+#    plain loop, fp32 and bf16-mixed (medians of alternating repetitions).
+for batch in 100 256 1024; do
+    step "bench cuda batch $batch" 45 "bench_cuda_$batch.log" $PY bench/throughput.py \
+        --device cuda --batch-size "$batch" --steps 200 --warmup 30 --reps 3 --no-peak
+done
 
-# 4. The reference recipe end to end (2000 steps, validation, test, MLflow run, model, report),
-#    its store, outputs and checkpoints in /tmp.
-step "train.py trainer=gpu" 150 train_gpu.log $PY src/train.py trainer=gpu \
-    logger.tracking_uri=sqlite:////tmp/gpu_check/mlflow.db hydra.run.dir=/tmp/gpu_check/outputs \
-    ckpt_dir=/tmp/gpu_check/checkpoints
+# 4. The reference recipe and the fast recipe end to end (fit, validation, test, MLflow run,
+#    model, report, system metrics), stores and outputs in /tmp.
+W=/tmp/gpu_check
+common() { echo "logger.tracking_uri=sqlite:///$W/$1.db hydra.run.dir=$W/$1 ckpt_dir=$W/ckpt"; }
+step "reference trainer=gpu" 75 train_reference.log $PY src/train.py trainer=gpu $(common reference)
+step "fast trainer=gpu" 45 train_fast.log $PY src/train.py trainer=gpu +experiment=fast \
+    $(common fast)
 
-tail -n 3 "$OUT/pytest_gpu.log" "$OUT/bench_cuda.log" "$OUT/train_gpu.log"
+# 5. Trials sharing the GPU: 1, 2 and 4 jobs of 600 steps at once (joblib, jobs_per_gpu=4);
+#    aggregate samples/s of each against one trial.
+for n in 1 2 4; do
+    seeds=$(seq -s, 1 "$n")
+    step "sweep $n per GPU" 50 "share_$n.log" $PY src/train.py -m trainer=gpu "seed=$seeds" \
+        max_steps=600 val_every=600 artifacts.model=false artifacts.pictures=false \
+        hydra/launcher=joblib hydra.launcher.n_jobs="$n" jobs_per_gpu=4 \
+        logger.tracking_uri="sqlite:///$W/share$n.db" hydra.sweep.dir="$W/share$n" \
+        ckpt_dir="$W/ckpt"
+    $PY bench/gpu_sharing.py --tracking-uri "sqlite:///$W/share$n.db" | tee -a "$OUT/sharing.txt"
+done
+
+for log in "$OUT"/*.log; do echo "== $log"; tail -n 4 "$log"; done
 cat "$OUT/summary.txt"
 ! grep -q "rc=[1-9]" "$OUT/summary.txt"
