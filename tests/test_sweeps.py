@@ -51,7 +51,6 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
     experiment = parent.info.experiment_id
     assert summary[2] == (
         f"runs: http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning"
-        f"&orderByKey=metrics.%60val_acc%60&orderByAsc=false"
         f"  (start the UI first: mlflow ui --backend-store-uri {store})"
     )
     compare_py = ROOT / "src" / "compare.py"

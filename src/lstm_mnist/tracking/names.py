@@ -78,14 +78,9 @@ class Objective:
         return self.direction == "maximize"
 
     @property
-    def column(self) -> str:
-        """The metric as MLflow's search and UI name it."""
-        return f"metrics.`{self.metric}`"
-
-    @property
     def order_by(self) -> str:
         """MLflow's search order, best first."""
-        return f"{self.column} {'DESC' if self.maximize else 'ASC'}"
+        return f"metrics.`{self.metric}` {'DESC' if self.maximize else 'ASC'}"
 
     def best(self, runs: Iterable[Any]) -> Any | None:
         """The run (an mlflow Run) with the best value of the metric; None if none has it."""

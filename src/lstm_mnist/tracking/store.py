@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import quote
 
 import mlflow
 import requests
@@ -105,19 +104,13 @@ class Store:
             return "mlflow ui"
         return f"mlflow ui --backend-store-uri {self.uri}"
 
-    def url(
-        self, experiment_id: str, run_id: str | None = None, sort: Objective | None = None
-    ) -> str:
-        """The UI page of a run, or the experiment's runs table (not MLflow 3's GenAI overview),
-        best first by `sort`."""
+    def url(self, experiment_id: str, run_id: str | None = None) -> str:
+        """The UI page of a run, or the experiment's runs table (not MLflow 3's GenAI overview,
+        where the experiment's plain address lands)."""
         base = self.uri.rstrip("/") if self.ui_command() is None else UI_ADDRESS
         if run_id:
             return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-        url = f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
-        if sort:
-            ascending = str(not sort.maximize).lower()
-            url += f"&orderByKey={quote(sort.column)}&orderByAsc={ascending}"
-        return url
+        return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
     def where_to_look(self, url: str) -> str:
         """`url`, and the command that starts the UI first when there is no tracking server."""

@@ -137,9 +137,9 @@ class SweepRun:
         return Outcome(counts, best)
 
     def url(self) -> str:
-        """The experiment's runs table in the UI, best first."""
+        """The experiment's runs table in the UI."""
         experiment_id = self.store.client.get_run(self.run_id).info.experiment_id
-        return self.store.url(experiment_id, sort=self.objective)
+        return self.store.url(experiment_id)
 
 
 JOB_STATES = ("finished", "failed", "pruned", "killed")
