@@ -19,7 +19,7 @@ from lstm_mnist.devices import gpu_slot
 from lstm_mnist.pruning import trial_pruning
 from lstm_mnist.stopping import early_stopping
 from lstm_mnist.tracking import record
-from lstm_mnist.tracking.run import tracked_run
+from lstm_mnist.tracking.run import as_logged, tracked_run
 from lstm_mnist.tracking.sweeper import parallel_jobs
 
 
@@ -51,9 +51,9 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
             record.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
         if trainer.global_step % cfg.val_every:  # the last validation was before the last step
             trainer.validate(model, datamodule=datamodule, verbose=False)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # test resets them
+        metrics = {k: as_logged(v) for k, v in trainer.callback_metrics.items()}  # test resets
         trainer.test(model, datamodule=datamodule, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update({k: as_logged(v) for k, v in trainer.callback_metrics.items()})
 
         if cfg.artifacts.pictures:
             record.log_test_report(report.predict_all(model.model, datamodule.test_dataloader()))

@@ -40,14 +40,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def quiet() -> None:
     """Silence what a user cannot act on: Lightning's advertising tips, its hint to use `srun`
     wherever SLURM is installed, MLflow's notes on creating its tables, and other packages'
-    deprecation warnings."""
+    deprecation warnings, and the system metrics monitor's start and stop notes."""
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message="The `srun` command is available")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")
     )
-    for name in ("mlflow.store.db.utils", "alembic"):
+    for name in ("mlflow.store.db.utils", "alembic", "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
@@ -183,6 +184,7 @@ def compare_command(store: Store) -> str:
         if script.name == "train.py"
         else "lstm-mnist-compare"
     )
-    if store.uri != os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI):
-        command += f" --tracking-uri {store.uri}"
+    if store.uri != DEFAULT_URI:  # MLflow sets MLFLOW_TRACKING_URI itself: say it
+        secret = urlsplit(store.uri).password
+        command += f" --tracking-uri {'$MLFLOW_TRACKING_URI' if secret else store.uri}"
     return command
