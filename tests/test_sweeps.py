@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import mlflow
 import optuna
+import pytest
+import scipy.stats
 from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
 from lstm_mnist.cli import compare
@@ -165,3 +168,88 @@ def test_parallel_jobs_share_the_cores(tmp_path):
     assert {r.data.tags["torch_threads"] for r in runs} == {str(threads)}
     (parent,) = runs_in(store, parents=True)
     assert int(parent.data.tags["jobs_finished"]) == 2
+
+
+def by_hand(values: list[float]) -> tuple[float, float, float, float]:
+    """Mean, sample std and the Student's t 95% interval, computed here from the formulas."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = scipy.stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+    return mean, std, mean - half, mean + half
+
+
+def welch_by_hand(a: list[float], b: list[float]) -> float:
+    va, vb = (by_hand(x)[1] ** 2 / len(x) for x in (a, b))
+    t = (by_hand(a)[0] - by_hand(b)[0]) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return 2 * scipy.stats.t.sf(abs(t), df)
+
+
+def test_replicates_rank_configurations_by_their_mean_with_intervals(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_sweep(tmp_path, "num_units=8,16", "replicates=3", drop=("num_units",))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(store)
+    seeds = sorted((int(r.data.params["num_units"]), int(r.data.params["seed"])) for r in runs)
+    assert seeds == [(u, s) for u in (8, 16) for s in (42, 43, 44)]
+    assert len({r.data.tags["config_group"] for r in runs}) == 2  # MLflow's UI groups by it
+    val = {
+        u: [r.data.metrics["val_acc"] for r in runs if r.data.params["num_units"] == str(u)]
+        for u in (8, 16)
+    }
+    best, other = sorted(val, key=lambda u: by_hand(val[u])[0], reverse=True)
+    mean, std, low, high = by_hand(val[best])
+
+    (parent,) = runs_in(store, parents=True)
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(mean)
+    assert parent.data.metrics["best_val_acc_std"] == pytest.approx(std)
+    assert parent.data.metrics["best_n"] == 3
+    best_seed = max(
+        (r for r in runs if r.data.params["num_units"] == str(best)),
+        key=lambda r: r.data.metrics["val_acc"],
+    )
+    assert parent.data.tags["best_run_id"] == best_seed.info.run_id
+    assert (
+        f"best: num_units={best} val_acc={mean:.4f} ± {std:.4f} (over 3 seeds, 95% CI"
+        f" [{low:.4f}, {high:.4f}]; best seed: run {best_seed.info.run_id})"
+    ) in proc.stdout
+
+    compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    printed = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(printed) if line.startswith("configurations"))
+    header, first, second = (line.split("  ") for line in printed[start + 1 : start + 4])
+    cells = [[c.strip() for c in row if c.strip()] for row in (first, second)]
+    assert cells[0][:5] == [
+        "1",
+        str(best),
+        "3",
+        f"{mean:.4f} ± {std:.4f}",
+        f"[{low:.4f}, {high:.4f}]",
+    ]
+    assert cells[0][-1] == "best"
+    o_mean, o_std, o_low, o_high = by_hand(val[other])
+    assert cells[1][:5] == [
+        "2",
+        str(other),
+        "3",
+        f"{o_mean:.4f} ± {o_std:.4f}",
+        f"[{o_low:.4f}, {o_high:.4f}]",
+    ]
+    p = welch_by_hand(val[best], val[other])
+    assert cells[1][-1] == f"{'≈ best' if p >= 0.05 else 'worse'} (p={p:.3f})"
+    assert (tmp_path / "compare" / "learning_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["num_layers=1,2", "seed=1,2", "replicates=2"], "replicates=2 and a swept seed"),
+        (["sweeps=optuna", "replicates=3"], "replicates=3: seed replicates are for grid sweeps"),
+    ],
+)
+def test_replicates_that_cannot_work_are_refused_before_any_run(tmp_path, overrides, message):
+    proc = run_sweep(tmp_path, *overrides, drop=("num_layers", "seed"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not (tmp_path / "mlflow.db").exists() or runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 
 import matplotlib
@@ -12,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 
+from lstm_mnist.stats import ALPHA, estimate, welch_p  # noqa: E402
 from lstm_mnist.tracking import names  # noqa: E402
 from lstm_mnist.tracking.store import Store  # noqa: E402
-from lstm_mnist.tracking.sweep import SweepRun, job_state  # noqa: E402
+from lstm_mnist.tracking.sweep import SweepRun, by_configuration, job_state  # noqa: E402
 
 
 def ranked(sweep: SweepRun) -> list[Run]:
@@ -61,15 +63,67 @@ def table(runs: list[Run], swept: list[str]) -> str:
     )
 
 
+def configuration_table(sweep: SweepRun, runs: list[Run], swept: list[str]) -> str | None:
+    """One line per configuration (its finished seeds), best mean first: n, mean ± std and the
+    95% interval of the objective, test_acc, and Welch's t-test against the best configuration.
+    None when no configuration has two seeds or more."""
+    metric, sign = sweep.objective.metric, 1 if sweep.objective.maximize else -1
+    done = [r for r in runs if job_state(r) == "finished" and metric in r.data.metrics]
+    groups = list(by_configuration(done).values())
+    if not any(len(g) > 1 for g in groups):
+        return None
+    values = [[r.data.metrics[metric] for r in g] for g in groups]
+    order = sorted(range(len(groups)), key=lambda i: -sign * estimate(values[i]).mean)
+    knobs = [k for k in swept if k != names.SEED]
+    head = ["#", *knobs, "n", f"{metric} mean ± std", "95% CI", "test_acc mean ± std", "vs best"]
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        found, group = estimate(values[i]), groups[i]
+        tests = [r.data.metrics["test_acc"] for r in group if "test_acc" in r.data.metrics]
+        p = welch_p(values[order[0]], values[i])
+        verdict = (
+            "best"
+            if rank == 1
+            else "n < 2"
+            if math.isnan(p)
+            else f"{'≈ best' if p >= ALPHA else 'worse'} (p={p:.3f})"
+        )
+        rows.append(
+            [str(rank), *(short(group[0].data.params.get(k, "-")) for k in knobs)]
+            + [str(found.n), str(found), found.interval, str(estimate(tests)) if tests else "-"]
+            + [verdict]
+        )
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
+    )
+
+
 def plot_curves(sweep: SweepRun, runs: list[Run], swept: list[str]) -> plt.Figure:
+    """The objective against the step: a line per run, or per configuration with seeds its mean
+    with a band of one standard deviation."""
     metric = sweep.objective.metric
+    knobs = [k for k in swept if k != names.SEED]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
-        history = sweep.store.client.get_metric_history(run.info.run_id, metric)
-        label = " ".join(f"{k}={short(run.data.params.get(k))}" for k in swept)
-        label = label or run.info.run_name
-        ax.plot([m.step for m in history], [m.value for m in history], marker=".", label=label)
-    ax.set(xlabel="step", ylabel=metric, title=f"{metric} of each run")
+    for group in by_configuration(runs).values():
+        histories = [
+            {m.step: m.value for m in sweep.store.client.get_metric_history(r.info.run_id, metric)}
+            for r in group
+        ]
+        label = " ".join(f"{k}={short(group[0].data.params.get(k))}" for k in knobs)
+        label = label or group[0].info.run_name
+        steps = sorted(set.intersection(*(set(h) for h in histories)))
+        if len(group) == 1:
+            ax.plot(steps, [histories[0][s] for s in steps], marker=".", label=label)
+            continue
+        at = [[h[s] for h in histories] for s in steps]
+        mean = [statistics.fmean(v) for v in at]
+        std = [statistics.stdev(v) for v in at]
+        (line,) = ax.plot(steps, mean, marker=".", label=f"{label} (mean of {len(group)} seeds)")
+        low = [m - d for m, d in zip(mean, std, strict=True)]
+        high = [m + d for m, d in zip(mean, std, strict=True)]
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="step", ylabel=metric, title=f"{metric} of each configuration (band: ±1 std)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
@@ -94,9 +148,18 @@ def plot_params(sweep: SweepRun, runs: list[Run], swept: list[str]) -> plt.Figur
     return fig
 
 
-def plot_importance(parent: Run, store: Store, storage: str | None) -> plt.Figure | None:
-    """Optuna's fANOVA importance of each searched knob, for an Optuna sweep with two or more
-    complete trials; None otherwise."""
+# Optuna's evaluators by the name --importance takes; the first is Optuna 5's default.
+IMPORTANCE = {
+    "ped-anova": optuna.importance.PedAnovaImportanceEvaluator,
+    "fanova": optuna.importance.FanovaImportanceEvaluator,
+}
+
+
+def plot_importance(
+    parent: Run, store: Store, storage: str | None, evaluator: str = "ped-anova"
+) -> plt.Figure | None:
+    """Each searched knob's importance by Optuna's `evaluator` (PED-ANOVA or fANOVA), for an
+    Optuna sweep with two or more complete trials; None otherwise."""
     name = parent.data.tags.get(names.OPTUNA_STUDY)
     if name is None:
         return None
@@ -107,5 +170,8 @@ def plot_importance(parent: Run, store: Store, storage: str | None) -> plt.Figur
         return None
     with warnings.catch_warnings():  # "experimental" since Optuna 2.2; stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = optuna.visualization.matplotlib.plot_param_importances(study)
+        ax = optuna.visualization.matplotlib.plot_param_importances(
+            study, evaluator=IMPORTANCE[evaluator]()
+        )
+    ax.set_title(f"Hyperparameter importance ({evaluator}, Optuna)")
     return ax.figure

@@ -28,6 +28,7 @@ class Config:
     batch_size: int = MISSING
     max_steps: int = MISSING
     seed: int = MISSING
+    replicates: int = MISSING
     num_threads: Optional[int] = None  # noqa: UP045
     jobs_per_gpu: int = MISSING
     log_every: int = MISSING
@@ -64,6 +65,7 @@ RULES = {
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "max_steps": (lambda v: v >= 1, "an integer >= 1"),
     "seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]"),
+    "replicates": (lambda v: v >= 1, "an integer >= 1"),
     "log_every": (lambda v: v >= 1, "an integer >= 1"),
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "stale_after_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),

@@ -45,6 +45,19 @@ class GridSweep(TrackedSweeper):
         combos = [list(c) for c in itertools.product(*choices.values())]
         configs = [self.checked_config(overrides) for overrides in combos]
         swept_keys = {line.split("=")[0] for line in swept}
+        replicates = {cfg.replicates for cfg in configs}
+        if len(replicates) > 1:
+            raise ValueError(f"replicates={','.join(map(str, sorted(replicates)))}: give one value")
+        if (n := replicates.pop()) > 1:  # each combination with seeds seed, seed+1, ...
+            if "seed" in swept_keys:
+                raise ValueError(f"replicates={n} and a swept seed: give one or the other")
+            combos = [
+                combo + [f"seed={cfg.seed + r}"]
+                for combo, cfg in zip(combos, configs, strict=True)
+                for r in range(n)
+            ]
+            configs = [self.checked_config(overrides) for overrides in combos]
+            swept_keys.add("seed")
         self.jobs = [
             Job(
                 label=" ".join(o for o in overrides if o.split("=")[0] in swept_keys),

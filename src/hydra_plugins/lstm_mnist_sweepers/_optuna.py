@@ -63,6 +63,11 @@ class OptunaSweep(TrackedSweeper):
                 " hydra.sweeper.params, not from comma-separated values"
             )
         base = self.checked_config(arguments)
+        if base.replicates > 1:
+            raise ValueError(
+                f"replicates={base.replicates}: seed replicates are for grid sweeps; the Optuna"
+                " sweeper runs one seed per trial"
+            )
         self.arguments = arguments
         self.objective = Objective.from_config(base)
         to_json = optuna.distributions.distribution_to_json

@@ -3,9 +3,11 @@
 python src/compare.py                      # the latest sweep in ./mlflow.db
 python src/compare.py --sweep <parent run id> --tracking-uri http://mlflow.example:5000
 
-Writes learning_curves.png (the objective of every run), params.png (its final value against
-each swept knob) and, for an Optuna sweep, param_importance.png (Optuna's fANOVA) to --out, and
-logs them to the sweep's parent run under compare/.
+With seed replicates (-m ... replicates=3) it also ranks configurations by their mean, with a
+95% interval and Welch's t-test against the best. Writes learning_curves.png (the objective of
+every run, or each configuration's mean and band), params.png (its final value against each
+swept knob) and, for an Optuna sweep, param_importance.png (Optuna's PED-ANOVA, or fANOVA with
+--importance fanova) to --out, and logs them to the sweep's parent run under compare/.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     add_sweep_option(parser, default="latest")
     parser.add_argument("--storage", help="Optuna storage URL, if not beside a SQLite store")
     parser.add_argument("--out", type=Path, help="where to write the PNGs (compare/<run id>)")
+    parser.add_argument(
+        "--importance",
+        choices=["ped-anova", "fanova"],
+        default="ped-anova",
+        help="Optuna's importance evaluator for an Optuna sweep (default: ped-anova, Optuna 5's)",
+    )
     args = parser.parse_args(argv)
     quiet()
 
@@ -44,6 +52,12 @@ def main(argv: list[str] | None = None) -> None:
     swept = compare.swept_params(runs)
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}): {len(runs)} runs")
     print(compare.table(runs, swept))
+    if (configurations := compare.configuration_table(sweep, runs, swept)) is not None:
+        print(
+            "\nconfigurations, best mean first (mean ± sample std over seeds; 95% CI of the mean,"
+            " Student's t; vs best: Welch's t-test, ≈ best when p >= 0.05):"
+        )
+        print(configurations)
 
     out = args.out or Path("compare") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     if swept:
         figures["params.png"] = compare.plot_params(sweep, runs, swept)
     try:
-        importance = compare.plot_importance(parent, store, args.storage)
+        importance = compare.plot_importance(parent, store, args.storage, args.importance)
     except ValueError as err:  # the study's storage is not known
         print(f"no parameter importance plot: {err}", file=sys.stderr)
         importance = None

@@ -11,6 +11,8 @@ DEFAULT_URI = "sqlite:///mlflow.db"  # the store when none is named (conf/logger
 # Tags of a training run.
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the run under its sweep's parent in the UI
 CONFIG_HASH = "config_hash"  # equal for two runs that train the same thing
+CONFIG_GROUP = "config_group"  # equal for two runs that differ at most in their seed
+SEED = "seed"  # the param that tells a configuration's replicates apart
 OVERRIDES = "overrides"
 TORCH_THREADS = "torch_threads"
 GPU = "gpu"  # the CUDA device index the run trained on, in a parallel sweep on several GPUs

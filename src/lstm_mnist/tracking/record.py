@@ -27,7 +27,7 @@ from lstm_mnist.tracking.names import Objective
 
 # Not hyperparameters: where the run is recorded, which run or sweep it continues, what a sweep
 # optimises.
-SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "objective", "hydra")
+SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "replicates", "objective", "hydra")
 # Group keys whose short name is what people search for in `mlflow ui`.
 SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
 
@@ -69,6 +69,12 @@ def config_hash(cfg: DictConfig) -> str:
     return digest(run_params(cfg))
 
 
+def group_hash(cfg: DictConfig) -> str:
+    """A digest of run_params(cfg) without the seed: equal for the replicates of a
+    configuration (the `config_group` tag; MLflow's UI can group runs by it)."""
+    return digest({k: v for k, v in run_params(cfg).items() if k != names.SEED})
+
+
 def run_name() -> str:
     """The command-line overrides that make this run differ from the defaults, or 'default'."""
     if not HydraConfig.initialized():
@@ -87,6 +93,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     parent run (MLflow nests the run under it), sweep folder, job number and Optuna trial."""
     tags = {
         names.CONFIG_HASH: config_hash(cfg),
+        names.CONFIG_GROUP: group_hash(cfg),
         names.OBJECTIVE: Objective.from_config(cfg).tag,
         names.TORCH_THREADS: str(torch.get_num_threads()),
     }

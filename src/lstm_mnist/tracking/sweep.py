@@ -5,12 +5,14 @@ best. Running the same sweep again reopens the same parent: that is how a sweep 
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 
 from mlflow.entities import Param, Run
 from mlflow.exceptions import MlflowException
 
+from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.run import end_run
@@ -125,16 +127,23 @@ class SweepRun:
         counts = Counter(job_state(r) for r in children)
         for state in JOB_STATES:
             client.set_tag(self.run_id, names.jobs(state), str(counts[state]))
-        best = self.objective.best(r for r in children if job_state(r) == "finished")
+        group = best_configuration(
+            self.objective, [r for r in children if job_state(r) == "finished"]
+        )
+        best = self.objective.best(group)
         if best is not None:
             metric = self.objective.metric
-            client.log_metric(self.run_id, f"best_{metric}", best.data.metrics[metric])
-            if "test_acc" in best.data.metrics:
-                client.log_metric(self.run_id, "best_test_acc", best.data.metrics["test_acc"])
+            for key in (metric, "test_acc"):
+                if all(key in r.data.metrics for r in group):
+                    found = estimate([r.data.metrics[key] for r in group])
+                    client.log_metric(self.run_id, f"best_{key}", found.mean)
+                    if found.n > 1:
+                        client.log_metric(self.run_id, f"best_{key}_std", found.std)
+            client.log_metric(self.run_id, "best_n", len(group))
             client.set_tag(self.run_id, names.BEST_RUN_ID, best.info.run_id)
             client.set_tag(self.run_id, names.BEST_RUN_NAME, best.info.run_name)
         end_run(client, self.run_id, status or ("FAILED" if counts["failed"] else "FINISHED"))
-        return Outcome(counts, best)
+        return Outcome(counts, best, group)
 
     def url(self) -> str:
         """The experiment's runs table in the UI."""
@@ -148,4 +157,29 @@ JOB_STATES = ("finished", "failed", "pruned", "killed")
 @dataclass
 class Outcome:
     counts: Counter[str]  # job state -> number of jobs
-    best: Run | None  # the best finished job's run
+    best: Run | None  # the best run of the best configuration
+    group: list[Run]  # the best configuration's finished runs (its seeds)
+
+
+def configuration(run: Run) -> tuple[tuple[str, str], ...]:
+    """What a run trained, apart from its seed: equal for the replicates of a configuration."""
+    return tuple(sorted((k, v) for k, v in run.data.params.items() if k != names.SEED))
+
+
+def by_configuration(runs: list[Run]) -> dict[tuple, list[Run]]:
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(configuration(run), []).append(run)
+    return groups
+
+
+def best_configuration(objective: Objective, runs: list[Run]) -> list[Run]:
+    """The runs of the configuration with the best mean objective (its seeds); [] if none."""
+    scored = [r for r in runs if objective.metric in r.data.metrics]
+    if not scored:
+        return []
+    sign = 1 if objective.maximize else -1
+    return max(
+        by_configuration(scored).values(),
+        key=lambda g: sign * statistics.fmean(r.data.metrics[objective.metric] for r in g),
+    )

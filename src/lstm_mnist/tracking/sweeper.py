@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.config import validate
 from lstm_mnist.interrupts import Interrupted
+from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import DEFAULT_URI, Objective
 from lstm_mnist.tracking.store import Store
@@ -166,11 +167,12 @@ def summary(plan: Plan, parent: SweepRun, outcome: Outcome, skipped: int) -> lis
     if outcome.best is not None:
         given = outcome.best.data.tags.get(names.OVERRIDES, "").split()
         config = [o for o in given if o.split("=")[0].lstrip("+") in plan.space]
-        value = outcome.best.data.metrics[metric]
-        lines.append(
-            f"best: {' '.join(config) or outcome.best.info.run_name} {metric}={value:.4f}"
-            f" (run {outcome.best.info.run_id})"
-        )
+        found = estimate([r.data.metrics[metric] for r in outcome.group])
+        run = f"run {outcome.best.info.run_id}"
+        if found.n > 1:
+            run = f"over {found.n} seeds, 95% CI {found.interval}; best seed: {run}"
+        shown = " ".join(config) or outcome.best.info.run_name
+        lines.append(f"best: {shown} {metric}={found} ({run})")
     lines.append(f"runs: {parent.store.where_to_look(parent.url())}")
     lines.append(f"next: {compare_command(parent.store)} --sweep {parent.run_id}")
     return lines
