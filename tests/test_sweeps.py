@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import mlflow
 import optuna
@@ -12,6 +18,8 @@ import scipy.stats
 from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
 from lstm_mnist.cli import compare
+from lstm_mnist.tracking.names import Objective
+from lstm_mnist.tracking.store import Store
 
 
 def sweep_args(tmp_path, *drop: str) -> list[str]:
@@ -156,6 +164,38 @@ def test_optuna_sweep_prunes_resumes_and_compares(tmp_path, capsys):
     logged = mlflow.MlflowClient(store).list_artifacts(parent.info.run_id, "compare")
     assert sorted(f.path for f in logged) == sorted(f"compare/{name}" for name in pngs)
 
+    # The live view: optuna-dashboard on the study's database, read back over HTTP.
+    study_view = dashboard(f"sqlite:///{tmp_path}/optuna.db", tmp_path)
+    (summary,) = study_view["study_summaries"]
+    assert summary["study_name"] == study.study_name
+    assert summary["directions"] == ["maximize"]
+
+
+def dashboard(storage: str, tmp_path) -> dict:
+    """Start optuna-dashboard on 127.0.0.1, return its list of studies, stop it by its PID."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [os.path.join(os.path.dirname(sys.executable), "optuna-dashboard"), storage]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "dashboard.log", "w"),
+    )
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as response:
+                    return json.load(response)
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(
+            "optuna-dashboard did not answer: " + (tmp_path / "dashboard.log").read_text()
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
 
 def test_parallel_jobs_share_the_cores(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
@@ -253,3 +293,25 @@ def test_replicates_that_cannot_work_are_refused_before_any_run(tmp_path, overri
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not (tmp_path / "mlflow.db").exists() or runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []
+
+
+def test_model_policy_best_keeps_only_the_best_configurations_models(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_sweep(
+        tmp_path, "num_units=8,16,24", "artifacts.model=best", drop=("num_units", "artifacts.model")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(store)
+    best = max(runs, key=lambda r: r.data.metrics["val_acc"])
+    client = mlflow.MlflowClient(store)
+    experiment = best.info.experiment_id
+    left = client.search_logged_models([experiment])
+    assert [m.source_run_id for m in left] == [best.info.run_id]
+    # The others' files are gone from disk (MLflow's gc), the best one's are there.
+    files = [f for f in (tmp_path / "mlruns" / "models").rglob("*") if f.is_file()]
+    assert files and {f.relative_to(tmp_path / "mlruns" / "models").parts[0] for f in files} == {
+        left[0].model_id
+    }
+    (parent,) = runs_in(store, parents=True)
+    assert parent.data.tags["models_kept"] == "1 of 3"
+    assert Store(store, "lstm-mnist").best_model(Objective.default()).model_id == left[0].model_id

@@ -66,6 +66,8 @@ RULES = {
     "max_steps": (lambda v: v >= 1, "an integer >= 1"),
     "seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]"),
     "replicates": (lambda v: v >= 1, "an integer >= 1"),
+    "artifacts.model": (lambda v: v in (True, False, "best"), "true, false or best"),
+    "artifacts.keep_models": (lambda v: v >= 1, "an integer >= 1"),
     "log_every": (lambda v: v >= 1, "an integer >= 1"),
     "val_every": (lambda v: v >= 1, "an integer >= 1"),
     "stale_after_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),

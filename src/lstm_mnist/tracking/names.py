@@ -33,6 +33,7 @@ OPTUNA_STUDY = "optuna_study"
 OPTUNA_STORAGE = "optuna_storage"  # with the password masked
 BEST_RUN_ID = "best_run_id"
 BEST_RUN_NAME = "best_run_name"
+MODELS_KEPT = "models_kept"  # with artifacts.model=best: "1 of 3" logged models kept
 
 
 def jobs(state: str) -> str:

@@ -6,6 +6,8 @@ best. Running the same sweep again reopens the same parent: that is how a sweep 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -145,6 +147,34 @@ class SweepRun:
         end_run(client, self.run_id, status or ("FAILED" if counts["failed"] else "FINISHED"))
         return Outcome(counts, best, group)
 
+    def keep_best_models(self, keep: int) -> tuple[int, int]:
+        """Delete the logged models of every job outside the `keep` configurations with the best
+        mean objective, and purge their files with MLflow's own `mlflow gc`; return (models
+        kept, models deleted). The parent records it in its `models_kept` tag."""
+        client, children = self.store.client, self.children()
+        finished = [r for r in children if job_state(r) == "finished"]
+        groups = ranked_configurations(self.objective, finished)
+        kept_runs = {r.info.run_id for group in groups[:keep] for r in group}
+        experiment_id = client.get_run(self.run_id).info.experiment_id
+        models = [
+            model
+            for run in children
+            for model in client.search_logged_models(
+                [experiment_id], f"source_run_id = '{run.info.run_id}'"
+            )
+        ]
+        doomed = [m for m in models if m.source_run_id not in kept_runs]
+        for model in doomed:
+            client.delete_logged_model(model.model_id)
+        if doomed:
+            ids = ",".join(m.model_id for m in doomed)
+            gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", self.store.uri]
+            gc += ["--tracking-uri", self.store.uri, "--logged-model-ids", ids]
+            subprocess.run(gc, check=True, capture_output=True)
+        kept = sum(m.source_run_id in kept_runs for m in models)
+        client.set_tag(self.run_id, names.MODELS_KEPT, f"{kept} of {kept + len(doomed)}")
+        return kept, len(doomed)
+
     def url(self) -> str:
         """The experiment's runs table in the UI."""
         experiment_id = self.store.client.get_run(self.run_id).info.experiment_id
@@ -173,13 +203,17 @@ def by_configuration(runs: list[Run]) -> dict[tuple, list[Run]]:
     return groups
 
 
+def ranked_configurations(objective: Objective, runs: list[Run]) -> list[list[Run]]:
+    """The runs that have the objective, grouped by configuration, best mean first."""
+    scored = [r for r in runs if objective.metric in r.data.metrics]
+    sign = 1 if objective.maximize else -1
+    return sorted(
+        by_configuration(scored).values(),
+        key=lambda g: -sign * statistics.fmean(r.data.metrics[objective.metric] for r in g),
+    )
+
+
 def best_configuration(objective: Objective, runs: list[Run]) -> list[Run]:
     """The runs of the configuration with the best mean objective (its seeds); [] if none."""
-    scored = [r for r in runs if objective.metric in r.data.metrics]
-    if not scored:
-        return []
-    sign = 1 if objective.maximize else -1
-    return max(
-        by_configuration(scored).values(),
-        key=lambda g: sign * statistics.fmean(r.data.metrics[objective.metric] for r in g),
-    )
+    ranked = ranked_configurations(objective, runs)
+    return ranked[0] if ranked else []

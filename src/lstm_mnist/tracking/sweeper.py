@@ -147,6 +147,9 @@ class TrackedSweeper(Sweeper):
             returns.append(results)
             num += len(jobs)
         outcome = parent.close()
+        if plan.config.artifacts.model == "best":
+            kept, deleted = parent.keep_best_models(plan.config.artifacts.keep_models)
+            log.info(f"artifacts.model=best: kept {kept} logged model(s), deleted {deleted}")
         print("\n".join(summary(plan, parent, outcome, skipped)))
         if failures:
             raise JobsFailed(failures, num)
