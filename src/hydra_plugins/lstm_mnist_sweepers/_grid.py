@@ -70,7 +70,7 @@ class GridSweep(TrackedSweeper):
         definition["jobs"] = [" ".join(job.overrides) for job in self.jobs]
         return Plan(
             config=configs[0],
-            name=self.name or " ".join(swept) or "sweep",
+            name=self.name or " ".join(swept) or (f"replicates={n}" if n > 1 else "sweep"),
             key=digest(sorted(job.key for job in self.jobs)),
             definition=definition,
             space=dict(line.lstrip("+~").split("=", 1) for line in swept),

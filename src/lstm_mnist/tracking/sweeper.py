@@ -174,7 +174,9 @@ def summary(plan: Plan, parent: SweepRun, outcome: Outcome, skipped: int) -> lis
         run = f"run {outcome.best.info.run_id}"
         if found.n > 1:
             run = f"over {found.n} seeds, 95% CI {found.interval}; best seed: {run}"
-        shown = " ".join(config) or outcome.best.info.run_name
+        # with nothing swept but the seed, there is one configuration to speak of
+        unnamed = "the configuration" if found.n > 1 else outcome.best.info.run_name
+        shown = " ".join(config) or unnamed
         lines.append(f"best: {shown} {metric}={found} ({run})")
     lines.append(f"runs: {parent.store.where_to_look(parent.url())}")
     lines.append(f"next: {compare_command(parent.store)} --sweep {parent.run_id}")
