@@ -1,4 +1,4 @@
-"""Download, into .whl/, the wheels bench/gpu_check.sh needs on a lent GPU machine.
+"""Download, into .whl/, the wheels scripts/gpu_check.sh needs on a lent GPU machine.
 
 That machine's image (Python 3.12, x86-64) has torch, Lightning, torchmetrics, matplotlib, pandas,
 ... but not hydra-core or mlflow, and it reaches no registry. This takes the dependency closure of
@@ -6,7 +6,7 @@ the project's runtime needs (as installed in this venv, same versions), drops wh
 already has (scripts/gpu_image_packages.txt, from the device notes), and `pip download`s the rest
 as cp312 manylinux wheels (pure-Python sdists, antlr4 4.9.3, are built into wheels here).
 
-    python bench/fetch_gpu_wheels.py          # then carry ".whl" with bench/gpu_check.sh
+    python scripts/fetch_gpu_wheels.py        # then carry ".whl" with scripts/gpu_check.sh
 """
 
 from __future__ import annotations
