@@ -83,12 +83,18 @@ def steps_of(store: str, run, metric: str, values: bool = False) -> list:
     return [(m.step, m.value) if values else m.step for m in history]
 
 
-def runs_in(store: str, parents: bool = False) -> list:
-    """The training runs in the store (or, with parents=True, the sweeps' parent runs)."""
+def runs_in(store: str, parents: bool = False, configurations: bool = False) -> list:
+    """The training runs in the store (or, with parents=True, the sweeps' parent runs; with
+    configurations=True, the configuration runs of sweeps with replicates)."""
     client = mlflow.MlflowClient(store)
     exp = client.get_experiment_by_name("lstm-mnist")
     runs = client.search_runs([exp.experiment_id]) if exp else []
-    return [r for r in runs if ("sweep_key" in r.data.tags) == parents]
+    return [
+        r
+        for r in runs
+        if ("sweep_key" in r.data.tags) == parents
+        and ("configuration" in r.data.tags) == configurations
+    ]
 
 
 def run_cli(

@@ -255,6 +255,24 @@ def test_replicates_rank_configurations_by_their_mean_with_intervals(tmp_path, c
         f" [{low:.4f}, {high:.4f}]; best seed: run {best_seed.info.run_id})"
     ) in proc.stdout
 
+    # Each configuration has a run, nested under the parent, with its seeds nested under it and
+    # the mean, std and n of their metrics.
+    groups = runs_in(store, configurations=True)
+    assert sorted(g.info.run_name for g in groups) == ["num_units=16", "num_units=8"]
+    for group in groups:
+        assert group.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert group.info.status == "FINISHED"
+        units = group.data.params["num_units"]
+        seeds = [r for r in runs if r.data.tags["mlflow.parentRunId"] == group.info.run_id]
+        assert sorted(r.data.params["seed"] for r in seeds) == ["42", "43", "44"]
+        assert {r.data.params["num_units"] for r in seeds} == {units}
+        g_mean, g_std, _, _ = by_hand(val[int(units)])
+        assert group.data.metrics["val_acc_mean"] == pytest.approx(g_mean)
+        assert group.data.metrics["val_acc_std"] == pytest.approx(g_std)
+        assert group.data.metrics["val_acc_n"] == 3
+        tests = [r.data.metrics["test_acc"] for r in seeds]
+        assert group.data.metrics["test_acc_mean"] == pytest.approx(by_hand(tests)[0])
+
     compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
     printed = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(printed) if line.startswith("configurations"))
@@ -285,7 +303,10 @@ def test_replicates_rank_configurations_by_their_mean_with_intervals(tmp_path, c
     "overrides, message",
     [
         (["num_layers=1,2", "seed=1,2", "replicates=2"], "replicates=2 and a swept seed"),
-        (["sweeps=optuna", "replicates=3"], "replicates=3: seed replicates are for grid sweeps"),
+        (
+            ["sweeps=pareto", "hydra.sweeper.trade_offs.num_params=smallest"],
+            "num_params: smallest: a direction is one of maximize, minimize",
+        ),
     ],
 )
 def test_replicates_that_cannot_work_are_refused_before_any_run(tmp_path, overrides, message):
@@ -315,3 +336,108 @@ def test_model_policy_best_keeps_only_the_best_configurations_models(tmp_path):
     (parent,) = runs_in(store, parents=True)
     assert parent.data.tags["models_kept"] == "1 of 3"
     assert Store(store, "lstm-mnist").best_model(Objective.default()).model_id == left[0].model_id
+
+
+def test_optuna_trial_is_the_mean_of_its_replicates_and_prunes_on_their_reports(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    search = [
+        "sweeps=optuna",
+        "~hydra.sweeper.params.num_units",
+        "~hydra.sweeper.params.num_layers",
+        "~hydra.sweeper.params.dropout",
+        "replicates=2",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:3.0e-3},{lr:1.0e-7}]",  # the third cannot learn
+    ]
+    proc = run_sweep(tmp_path, *search, drop=("lr",))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,) = runs_in(store, parents=True)
+    study = optuna.load_study(
+        study_name=parent.data.tags["optuna_study"], storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    runs = runs_in(store)
+    of_trial = {n: [r for r in runs if r.data.tags["optuna_trial"] == str(n)] for n in range(3)}
+    for n in (0, 1):  # a trial's value is the mean of its seeds' val_acc
+        seeds = of_trial[n]
+        assert sorted(r.data.params["seed"] for r in seeds) == ["42", "43"]
+        values = [r.data.metrics["val_acc"] for r in seeds]
+        assert study.trials[n].value == pytest.approx(sum(values) / 2)
+        assert study.trials[n].user_attrs["val_acc_std"] == pytest.approx(by_hand(values)[1])
+        # replicate 1 reports after replicate 0 on the trial's step axis (max_steps=30)
+        assert sorted(study.trials[n].intermediate_values) == [20, 30, 50, 60]
+    # The hopeless trial: pruned at its first seed's first validation; its second seed stops
+    # at its own first validation, without reporting.
+    assert list(study.trials[2].intermediate_values) == [20]
+    pruned = sorted(of_trial[2], key=lambda r: r.data.params["seed"])
+    assert all(r.info.status == "FINISHED" for r in pruned)
+    assert pruned[0].data.tags["pruned"].startswith("pruned at step 20")
+    assert "as another seed was pruned at step 20" in pruned[1].data.tags["pruned"]
+    # One configuration run per trial, the trial's seeds nested under it.
+    groups = {g.info.run_id: g for g in runs_in(store, configurations=True)}
+    assert len(groups) == 3
+    for n, seeds in of_trial.items():
+        (group_id,) = {r.data.tags["mlflow.parentRunId"] for r in seeds}
+        assert groups[group_id].info.run_name.startswith(f"trial {n} lr=")
+        assert groups[group_id].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert int(parent.data.tags["jobs_finished"]) == 4 and int(parent.data.tags["jobs_pruned"]) == 2
+
+
+def test_pareto_sweep_records_its_front(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    search = [
+        "sweeps=pareto",
+        "~hydra.sweeper.params.lr",
+        "hydra.sweeper.params.num_layers.high=2",
+        "hydra.sweeper.params.num_units.choices=[8,16,32]",
+        "hydra.sweeper.n_trials=4",
+    ]
+    proc = run_sweep(tmp_path, *search, drop=("num_units", "num_layers"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_in(store)
+    assert len(runs) == 4
+    for run in runs:  # what a model costs, measured on every run
+        units, layers = int(run.data.params["num_units"]), int(run.data.params["num_layers"])
+        lstm = sum(4 * units * ((28 if i == 0 else units) + units + 2) for i in range(layers))
+        assert run.data.metrics["num_params"] == lstm + 10 * units + 10
+        assert 0 < run.data.metrics["latency_ms"] < 1000
+    (parent,) = runs_in(store, parents=True)
+    study = optuna.load_study(
+        study_name=parent.data.tags["optuna_study"], storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    by_trial = {r.data.tags["optuna_trial"]: r for r in runs}
+    keys = ("val_acc", "num_params", "latency_ms")
+    for trial in study.trials:
+        assert trial.values == [by_trial[str(trial.number)].data.metrics[k] for k in keys]
+
+    # The Pareto set, by hand: no other run at least as good on all three and better on one.
+    def beats(a, b):
+        pa = (
+            a.data.metrics["val_acc"],
+            -a.data.metrics["num_params"],
+            -a.data.metrics["latency_ms"],
+        )
+        pb = (
+            b.data.metrics["val_acc"],
+            -b.data.metrics["num_params"],
+            -b.data.metrics["latency_ms"],
+        )
+        return all(x >= y for x, y in zip(pa, pb, strict=True)) and pa != pb
+
+    front = {r.info.run_id for r in runs if not any(beats(o, r) for o in runs)}
+    assert set(parent.data.tags["pareto_set"].split()) == front
+    assert {t.number for t in study.best_trials} == {
+        int(r.data.tags["optuna_trial"]) for r in runs if r.info.run_id in front
+    }
+    client = mlflow.MlflowClient(store)
+    members = json.load(open(client.download_artifacts(parent.info.run_id, "pareto_set.json")))
+    assert {m["runs"][0] for m in members} == front
+
+    compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    printed = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(printed) if line.startswith("Pareto set"))
+    assert printed[start + 1].split()[-3:] == ["val_acc", "num_params", "latency_ms"]
+    assert len(printed[start + 2 :]) >= len(front)
+    assert (tmp_path / "compare" / "pareto_front.png").stat().st_size > 10_000

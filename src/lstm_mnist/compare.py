@@ -15,8 +15,9 @@ from mlflow.entities import Run  # noqa: E402
 
 from lstm_mnist.stats import ALPHA, estimate, welch_p  # noqa: E402
 from lstm_mnist.tracking import names  # noqa: E402
+from lstm_mnist.tracking.configurations import by_configuration  # noqa: E402
 from lstm_mnist.tracking.store import Store  # noqa: E402
-from lstm_mnist.tracking.sweep import SweepRun, by_configuration, job_state  # noqa: E402
+from lstm_mnist.tracking.sweep import SweepRun, job_state  # noqa: E402
 
 
 def ranked(sweep: SweepRun) -> list[Run]:
@@ -44,16 +45,17 @@ def swept_params(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
 
 
-def table(runs: list[Run], swept: list[str]) -> str:
-    """One line per run, in the order given."""
-    head = ["#", "run", "status", "val_acc", "test_acc", *swept, "duration"]
+def table(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> str:
+    """One line per run, in the order given: val_acc, test_acc, `metrics`, the swept knobs."""
+    shown = ("val_acc", "test_acc", *metrics)
+    head = ["#", "run", "status", *shown, *swept, "duration"]
     rows = []
     for rank, run in enumerate(runs, start=1):
         m, info = run.data.metrics, run.info
         seconds = (info.end_time - info.start_time) / 1000 if info.end_time else None
         rows.append(
             [str(rank), info.run_id, job_state(run)]
-            + [f"{m[k]:.4f}" if k in m else "-" for k in ("val_acc", "test_acc")]
+            + [f"{m[k]:.4g}" if k in m else "-" for k in shown]
             + [short(run.data.params.get(k, "-")) for k in swept]
             + [f"{seconds:.0f} s" if seconds is not None else "-"]
         )
@@ -171,7 +173,11 @@ def plot_importance(
     with warnings.catch_warnings():  # "experimental" since Optuna 2.2; stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = optuna.visualization.matplotlib.plot_param_importances(
-            study, evaluator=IMPORTANCE[evaluator]()
+            study,
+            evaluator=IMPORTANCE[evaluator](),
+            # a Pareto sweep's study has several values: the importance for the first
+            target=(lambda t: t.values[0]) if len(study.directions) > 1 else None,
+            target_name=parent.data.tags[names.OBJECTIVE].split()[0],
         )
     ax.set_title(f"Hyperparameter importance ({evaluator}, Optuna)")
     return ax.figure

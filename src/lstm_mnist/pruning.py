@@ -1,7 +1,13 @@
 """A trial of an Optuna sweep reports the objective to its study as it trains, and stops when
-the study's pruner says it is falling behind."""
+the study's pruner says it is falling behind.
+
+With seed replicates, the trial's replicates report one after another on its step axis: replicate
+r at r * max_steps + step, so the pruner compares each with the same replicate of other trials,
+and once one is pruned the trial's other replicates stop at their next validation."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import optuna
 import pytorch_lightning as pl
@@ -20,23 +26,26 @@ def trial_pruning(cfg: DictConfig) -> list[pl.Callback]:
     if cfg.sweep.trial is None:
         return []
     sweeper = HydraConfig.get().sweeper
+    if sweeper.get("trade_offs"):  # a multi-objective study: Optuna cannot prune it
+        return []
     store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
-    storage = sweeper.storage or store.optuna_storage()
-    trial = optuna_trial(storage, cfg.sweep.study, cfg.sweep.trial, instantiate(sweeper.pruner))
-    return [OptunaPruning(trial, monitor=Objective.from_config(cfg).metric)]
-
-
-def optuna_trial(
-    storage: str, study_name: str, number: int, pruner: optuna.pruners.BasePruner
-) -> optuna.trial.Trial:
-    """Trial `number` of the study, as the sweeper asked it (possibly in another process). The
-    storage does not keep the pruner, so the sweep's is passed in again."""
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
-    store = optuna.storages.get_storage(storage)
-    trial_id = store.get_trial_id_from_study_id_trial_number(
-        store.get_study_id_from_name(study_name), number
+    url = sweeper.storage or store.optuna_storage()
+    # The storage does not keep the pruner, so the sweep's is passed in again.
+    study = optuna.load_study(
+        study_name=cfg.sweep.study, storage=url, pruner=instantiate(sweeper.pruner)
     )
-    return optuna.trial.Trial(study, trial_id)
+    storage = optuna.storages.get_storage(url)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(cfg.sweep.study), cfg.sweep.trial
+    )
+    return [
+        OptunaPruning(
+            optuna.trial.Trial(study, trial_id),  # the trial the sweeper asked, in this process
+            monitor=Objective.from_config(cfg).metric,
+            offset=cfg.sweep.replicate * cfg.max_steps,
+            why_pruned=lambda: storage.get_trial_user_attrs(trial_id).get(PRUNED),
+        )
+    ]
 
 
 class OptunaPruning(pl.Callback):
@@ -48,16 +57,29 @@ class OptunaPruning(pl.Callback):
     where this project uses `pytorch_lightning`).
     """
 
-    def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
+    def __init__(
+        self,
+        trial: optuna.trial.Trial,
+        monitor: str,
+        offset: int = 0,
+        why_pruned: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.trial = trial
         self.monitor = monitor
+        self.offset = offset  # where this replicate's steps start on the trial's step axis
+        self.why_pruned = why_pruned  # set once any replicate of the trial was pruned
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
+        if (why := self.why_pruned()) is not None:  # another replicate of the trial was
+            raise optuna.TrialPruned(f"at step {trainer.global_step}, as another seed was {why}")
         value = float(trainer.callback_metrics[self.monitor])
-        self.trial.report(value, step=trainer.global_step)
+        self.trial.report(value, step=self.offset + trainer.global_step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(
-                f"pruned at step {trainer.global_step}: {self.monitor}={value:.4f}"
-            )
+            why = f"pruned at step {trainer.global_step}: {self.monitor}={value:.4f}"
+            self.trial.set_user_attr(PRUNED, why)
+            raise optuna.TrialPruned(why)
+
+
+PRUNED = "pruned"  # the trial's user attribute: why one of its replicates was pruned

@@ -1,6 +1,7 @@
 """How sure a comparison of configurations is: the mean, standard deviation and 95% confidence
 interval of a metric over a configuration's seeds (Student's t), and Welch's t-test of whether a
-configuration can be told apart from the best one."""
+configuration can be told apart from the best one; and which of several objectives' values no
+other point beats on every objective (the Pareto front)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,15 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     if statistics.stdev(a) == statistics.stdev(b) == 0:
         return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points that no other point dominates, every coordinate larger-is-better: a
+    point is dominated by one at least as good in every coordinate and better in one."""
+
+    def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b, strict=True)) and any(
+            x > y for x, y in zip(a, b, strict=True)
+        )
+
+    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]

@@ -9,9 +9,10 @@ import logging
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from lstm_mnist.tracking.record import config_hash, digest
+from lstm_mnist.tracking.names import SEED
+from lstm_mnist.tracking.record import config_hash, digest, group_hash
 from lstm_mnist.tracking.sweep import SweepRun
-from lstm_mnist.tracking.sweeper import Job, Plan, TrackedSweeper
+from lstm_mnist.tracking.sweeper import Configuration, Job, Plan, TrackedSweeper
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class GridSweep(TrackedSweeper):
                 label=" ".join(o for o in overrides if o.split("=")[0] in swept_keys),
                 overrides=overrides,
                 key=config_hash(cfg),
+                configuration=configuration(overrides, cfg, swept_keys) if n > 1 else None,
             )
             for overrides, cfg in zip(combos, configs, strict=True)
         ]
@@ -99,3 +101,10 @@ class GridSweep(TrackedSweeper):
         return [
             f"#{n}: {' '.join(job.overrides)}" for n, job in enumerate(self.todo) if n >= started
         ]
+
+
+def configuration(overrides: list[str], cfg, swept_keys: set[str]) -> Configuration:
+    """The configuration a replicate belongs to: its swept knobs but the seed."""
+    knobs = dict(o.split("=", 1) for o in overrides if o.split("=")[0] in swept_keys - {SEED})
+    label = " ".join(f"{k}={v}" for k, v in knobs.items()) or "the configuration"
+    return Configuration(group=group_hash(cfg), label=label, params=knobs)

@@ -4,11 +4,16 @@ launcher runs the jobs (in turn, or in parallel with hydra/launcher=joblib).
 Each job reports the objective to its own trial at every validation (lstm_mnist/pruning.py), so
 the study's pruner can stop it early. Hydra's own Optuna sweeper cannot: it has no channel for
 intermediate values, and it pins Optuna < 3.
+
+With `replicates=N` a trial is a configuration: N jobs with seeds seed..seed+N-1, and the trial's
+value is their mean. With `trade_offs` the study is multi-objective (a Pareto sweep): the
+objective first, then each trade-off metric, and no pruning (Optuna prunes single objectives only).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 from typing import Any
 
 import optuna
@@ -18,10 +23,10 @@ from sqlalchemy.engine import make_url
 
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
-from lstm_mnist.tracking.record import digest, run_params
+from lstm_mnist.tracking.record import digest, group_hash, run_params
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.sweep import SweepRun
-from lstm_mnist.tracking.sweeper import Job, Plan, TrackedSweeper, parallel_jobs
+from lstm_mnist.tracking.sweeper import Configuration, Job, Plan, TrackedSweeper, parallel_jobs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ class OptunaSweep(TrackedSweeper):
         pruner: optuna.pruners.BasePruner | None = None,
         enqueue: list[dict[str, Any]] | None = None,
         name: str | None = None,
+        trade_offs: dict[str, str] | None = None,
     ) -> None:
         self.space = dict(params)
         self.n_trials = n_trials
@@ -53,6 +59,7 @@ class OptunaSweep(TrackedSweeper):
         self.pruner = pruner
         self.enqueue = [dict(e) for e in enqueue or []]
         self.name = name or "optuna"
+        self.trade_offs = tuple(Objective.checked(m, d) for m, d in (trade_offs or {}).items())
 
     def plan(self, arguments: list[str]) -> Plan:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -63,23 +70,41 @@ class OptunaSweep(TrackedSweeper):
                 " hydra.sweeper.params, not from comma-separated values"
             )
         base = self.checked_config(arguments)
-        if base.replicates > 1:
+        if "seed" in self.space and base.replicates > 1:
             raise ValueError(
-                f"replicates={base.replicates}: seed replicates are for grid sweeps; the Optuna"
-                " sweeper runs one seed per trial"
+                f"replicates={base.replicates} and a searched seed: give one or the other"
             )
         self.arguments = arguments
+        self.base = base
         self.objective = Objective.from_config(base)
+        if any(t.metric == self.objective.metric for t in self.trade_offs):
+            raise ValueError(
+                f"hydra.sweeper.trade_offs: {self.objective.metric} is the objective already"
+            )
         to_json = optuna.distributions.distribution_to_json
         space_text = {k: to_json(d) for k, d in self.space.items()}
         key = digest([run_params(base), space_text, self.objective.direction])
+        extra = [t.tag for t in self.trade_offs]
+        if base.replicates > 1:
+            extra.append(f"replicates={base.replicates}")
+        if extra:  # so that the key of a plain study is the same as before these settings
+            key = digest([key, extra])
         self.study_name = f"{self.name}-{key}"
         store = Store(base.logger.tracking_uri, base.logger.experiment_name)
         self.storage = self.storage or store.optuna_storage()
         definition = {"sweeper": "optuna", "arguments": arguments, "study": self.study_name}
         definition.update(n_trials=self.n_trials, objective=self.objective.tag, params=space_text)
+        if self.trade_offs:
+            definition["trade_offs"] = [t.tag for t in self.trade_offs]
         space = {k: described(d) for k, d in self.space.items()}
-        return Plan(config=base, name=self.name, key=key, definition=definition, space=space)
+        return Plan(
+            config=base,
+            name=self.name,
+            key=key,
+            definition=definition,
+            space=space,
+            trade_offs=self.trade_offs,
+        )
 
     def start(self, parent: SweepRun) -> int:
         client = parent.store.client
@@ -91,7 +116,7 @@ class OptunaSweep(TrackedSweeper):
             study_name=self.study_name,
             sampler=self.sampler,
             pruner=self.pruner,
-            direction=self.objective.direction,
+            directions=[o.direction for o in (self.objective, *self.trade_offs)],
             load_if_exists=True,
         )
         for params in self.enqueue:  # skipped if the study has that trial already
@@ -101,40 +126,84 @@ class OptunaSweep(TrackedSweeper):
             log.info(f"study {self.study_name}: {self.finished} trials already finished; resuming")
             self.sampler.reseed_rng()  # or a seeded sampler repeats the first run's random trials
         self.n_jobs = parallel_jobs(self.config.hydra.launcher)
+        self.results: dict[int, list[JobReturn]] = {}  # trial number -> its replicates' results
         return 0  # a resumed study counts its finished trials towards n_trials instead
 
     def next_jobs(self) -> list[Job]:
+        replicates = self.base.replicates
+        at_once = max(1, self.n_jobs // replicates)  # trials whose replicates fill the slots
         trials = [
-            self.study.ask(self.space)
-            for _ in range(min(self.n_trials - self.finished, self.n_jobs))
+            self.study.ask(self.space) for _ in range(min(self.n_trials - self.finished, at_once))
         ]
+        return [job for t in trials for job in self.replicate_jobs(t, replicates)]
+
+    def replicate_jobs(self, trial: optuna.trial.Trial, replicates: int) -> list[Job]:
+        """The trial's jobs: one, or one per seed with its own replicate number."""
+        values = [f"{k}={v}" for k, v in trial.params.items()]
+        label = f"trial {trial.number} {' '.join(values)}"
+        # not the storage URL: it may hold a password; the job reads it from the sweeper
+        overrides = self.arguments + values + [f"sweep.study={self.study_name}"]
+        overrides.append(f"sweep.trial={trial.number}")
+        if replicates == 1:
+            return [Job(label=label, overrides=overrides, key=trial)]
+        cfg = self.checked_config(overrides)
+        configuration = Configuration(group_hash(cfg), label, dict(trial.params))
         return [
             Job(
-                label=f"trial {t.number} " + " ".join(f"{k}={v}" for k, v in t.params.items()),
-                overrides=self.arguments
-                + [f"{k}={v}" for k, v in t.params.items()]
-                # not the storage URL: it may hold a password; the job reads it from the sweeper
-                + [f"sweep.study={self.study_name}", f"sweep.trial={t.number}"],
-                key=t,
+                label=f"{label} seed={cfg.seed + r}",
+                overrides=overrides + [f"seed={cfg.seed + r}", f"sweep.replicate={r}"],
+                key=trial,
+                configuration=configuration,
             )
-            for t in trials
+            for r in range(replicates)
         ]
 
     def finish(self, job: Job, result: JobReturn) -> BaseException | None:
+        """Tell the study how the trial ended once all its replicates have: the mean of their
+        objectives; pruned if one was pruned; failed if one failed."""
+        error = super().finish(job, result)
+        if isinstance(error, optuna.TrialPruned):  # its run is FINISHED: not a failure
+            error = None
+        trial = job.key
+        results = self.results.setdefault(trial.number, [])
+        results.append(result)
+        if len(results) < self.base.replicates:
+            return error
         self.finished += 1
-        try:
-            self.study.tell(job.key, result.return_value)
-        except optuna.TrialPruned:
-            self.study.tell(job.key, state=optuna.trial.TrialState.PRUNED)
-        except Exception as err:
-            self.study.tell(job.key, state=optuna.trial.TrialState.FAIL)
-            return err
-        return None
+        outcomes = [outcome(r) for r in results]
+        if any(
+            isinstance(o, Exception) and not isinstance(o, optuna.TrialPruned) for o in outcomes
+        ):
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif any(isinstance(o, optuna.TrialPruned) for o in outcomes):
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            objectives = (self.objective, *self.trade_offs)
+            missing = [m.metric for m in objectives if any(m.metric not in o for o in outcomes)]
+            if missing:  # e.g. callbacks.model_cost=null in a Pareto sweep
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                return ValueError(f"{', '.join(missing)}: not recorded by the run; it must be")
+            values = [statistics.fmean(o[m.metric] for o in outcomes) for m in objectives]
+            if len(outcomes) > 1:
+                spread = [o[self.objective.metric] for o in outcomes]
+                trial.set_user_attr(f"{self.objective.metric}_std", statistics.stdev(spread))
+                trial.set_user_attr("replicates", len(outcomes))
+            self.study.tell(trial, values)
+        return error
 
     def stopped(self, jobs: list[Job], started: int) -> list[str]:
-        for job in jobs:  # the trials started stay unfinished otherwise
-            self.study.tell(job.key, state=optuna.trial.TrialState.FAIL)
+        for trial in {job.key.number: job.key for job in jobs}.values():
+            # the trials started stay unfinished otherwise
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return []
+
+
+def outcome(result: JobReturn) -> dict[str, float] | BaseException:
+    """A job's final metrics, or the exception it raised."""
+    try:
+        return result.return_value
+    except Exception as err:
+        return err
 
 
 def described(distribution: optuna.distributions.BaseDistribution) -> str:

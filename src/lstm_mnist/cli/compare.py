@@ -6,8 +6,9 @@ python src/compare.py --sweep <parent run id> --tracking-uri http://mlflow.examp
 With seed replicates (-m ... replicates=3) it also ranks configurations by their mean, with a
 95% interval and Welch's t-test against the best. Writes learning_curves.png (the objective of
 every run, or each configuration's mean and band), params.png (its final value against each
-swept knob) and, for an Optuna sweep, param_importance.png (Optuna's PED-ANOVA, or fANOVA with
---importance fanova) to --out, and logs them to the sweep's parent run under compare/.
+swept knob), for an Optuna sweep param_importance.png (Optuna's PED-ANOVA, or fANOVA with
+--importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_front.png
+to --out, and logs them to the sweep's parent run under compare/.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import matplotlib.pyplot as plt
 
-    from lstm_mnist import compare
+    from lstm_mnist import compare, front
     from lstm_mnist.tracking.store import Store
     from lstm_mnist.tracking.sweep import SweepRun
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"sweep {parent.info.run_id} has no runs yet")
     swept = compare.swept_params(runs)
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}): {len(runs)} runs")
-    print(compare.table(runs, swept))
+    print(compare.table(runs, swept, tuple(t.metric for t in sweep.trade_offs)))
     if (configurations := compare.configuration_table(sweep, runs, swept)) is not None:
         print(
             "\nconfigurations, best mean first (mean ± sample std over seeds; 95% CI of the mean,"
@@ -59,11 +60,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(configurations)
 
+    knobs = [k for k in swept if k != "seed"]
+    if sweep.trade_offs:
+        objectives = ", ".join(f"{o.metric} ({o.direction})" for o in sweep.objectives)
+        print(f"\nPareto set: the configurations no other beats on all of {objectives}:")
+        print(front.table(sweep, runs, knobs))
+
     out = args.out or Path("compare") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
     figures = {"learning_curves.png": compare.plot_curves(sweep, runs, swept)}
     if swept:
         figures["params.png"] = compare.plot_params(sweep, runs, swept)
+    if sweep.trade_offs:
+        figures["pareto_front.png"] = front.plot(sweep, runs, knobs)
     try:
         importance = compare.plot_importance(parent, store, args.storage, args.importance)
     except ValueError as err:  # the study's storage is not known

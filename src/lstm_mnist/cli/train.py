@@ -24,8 +24,9 @@ outcome = logging.getLogger("lstm_mnist.outcome")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def task(cfg: DictConfig) -> float:
-    """One run (a sweep's job, or the whole command); returns the objective for the sweepers."""
+def task(cfg: DictConfig) -> dict[str, float]:
+    """One run (a sweep's job, or the whole command); returns its final metrics, from which the
+    sweepers take the objective (and a Pareto sweep its trade-offs)."""
     from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
 
     try:
@@ -42,7 +43,7 @@ def task(cfg: DictConfig) -> float:
     )
     if HydraConfig.get().mode == RunMode.RUN:  # a sweep ends with its own summary and link
         outcome.info(f"see it: {result['url']}")
-    return result[cfg.objective.metric]
+    return {k: v for k, v in result.items() if isinstance(v, float)}
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 DEFAULT_URI = "sqlite:///mlflow.db"  # the store when none is named (conf/logger/mlflow.yaml's too)
 
 # Tags of a training run.
-PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the run under its sweep's parent in the UI
+PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the run under its parent in the UI
+SWEEP_RUN = "sweep_run"  # the sweep's parent run, also when the run is nested under a configuration
 CONFIG_HASH = "config_hash"  # equal for two runs that train the same thing
 CONFIG_GROUP = "config_group"  # equal for two runs that differ at most in their seed
 SEED = "seed"  # the param that tells a configuration's replicates apart
@@ -25,6 +26,9 @@ PRUNED = "pruned"  # on a pruned trial's (FINISHED) run: when and why
 EARLY_STOPPED = "early_stopped"  # on a run that early stopping ended: when and why
 OBJECTIVE = "objective"  # "val_acc maximize": what `best` means for this run or sweep
 
+# Tags of a configuration's run (replicates=N): its seeds' runs are nested under it.
+CONFIGURATION = "configuration"  # its knobs, "num_layers=2 num_units=64"; marks the run as one
+
 # Tags of a sweep's parent run.
 SWEEP_KEY = "sweep_key"  # identifies the sweep, so running it again reopens the same parent
 SWEEP_KIND = "sweep_kind"
@@ -33,6 +37,10 @@ OPTUNA_STUDY = "optuna_study"
 OPTUNA_STORAGE = "optuna_storage"  # with the password masked
 BEST_RUN_ID = "best_run_id"
 BEST_RUN_NAME = "best_run_name"
+TRADE_OFFS = (
+    "trade_offs"  # a Pareto sweep's further objectives: "num_params minimize,latency_ms ..."
+)
+PARETO_SET = "pareto_set"  # its non-dominated configurations' runs, by run id
 MODELS_KEPT = "models_kept"  # with artifacts.model=best: "1 of 3" logged models kept
 
 
@@ -42,6 +50,7 @@ def jobs(state: str) -> str:
 
 
 MAX_NAME = 250  # MLflow's limit on run names and param values (PostgreSQL enforces it)
+MAX_TAG = 5000  # MLflow's limit on a tag value
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -72,6 +81,14 @@ class Objective:
         metric, direction = tag.split()
         return cls(metric, direction)
 
+    @classmethod
+    def checked(cls, metric: str, direction: str) -> Objective:
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"{metric}: {direction}: a direction is one of {', '.join(DIRECTIONS)}"
+            )
+        return cls(metric, direction)
+
     @property
     def tag(self) -> str:
         return f"{self.metric} {self.direction}"
@@ -85,10 +102,21 @@ class Objective:
         """MLflow's search order, best first."""
         return f"metrics.`{self.metric}` {'DESC' if self.maximize else 'ASC'}"
 
+    def value(self, run: Any) -> float:
+        """The run's metric, signed so that larger is better."""
+        return run.data.metrics[self.metric] * (1 if self.maximize else -1)
+
     def best(self, runs: Iterable[Any]) -> Any | None:
         """The run (an mlflow Run) with the best value of the metric; None if none has it."""
         scored = [r for r in runs if self.metric in r.data.metrics]
         if not scored:
             return None
-        sign = 1 if self.direction == "maximize" else -1
-        return max(scored, key=lambda r: sign * r.data.metrics[self.metric])
+        return max(scored, key=self.value)
+
+
+def trade_offs_tag(trade_offs: Iterable[Objective]) -> str:
+    return ",".join(t.tag for t in trade_offs)
+
+
+def trade_offs_from_tag(tag: str) -> tuple[Objective, ...]:
+    return tuple(Objective.from_tag(t) for t in tag.split(",") if t)

@@ -98,7 +98,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         names.TORCH_THREADS: str(torch.get_num_threads()),
     }
     if cfg.sweep.parent_run:
-        tags[names.PARENT_RUN] = cfg.sweep.parent_run
+        tags[names.SWEEP_RUN] = cfg.sweep.parent_run
+        tags[names.PARENT_RUN] = cfg.sweep.configuration_run or cfg.sweep.parent_run
     if cfg.sweep.trial is not None:
         tags[names.OPTUNA_TRIAL] = str(cfg.sweep.trial)
     commit = subprocess.run(

@@ -33,8 +33,6 @@ from lstm_mnist.tracking.system import system_monitor
 
 log = logging.getLogger(__name__)
 
-MAX_TAG = 5000  # MLflow's limit on a tag value
-
 
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger for metrics only. Lightning ends the run through it when fit or
@@ -158,7 +156,7 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
         status = "KILLED"
         raise
     except Exception as err:  # FAILED, and why, where people look
-        mlflow.set_tag(names.ERROR, f"{type(err).__name__}: {err}"[:MAX_TAG])
+        mlflow.set_tag(names.ERROR, f"{type(err).__name__}: {err}"[: names.MAX_TAG])
         raise
     finally:
         if monitor is not None:

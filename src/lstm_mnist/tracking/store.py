@@ -125,7 +125,7 @@ class Store:
             raise ValueError(f"no experiment {self.experiment_name!r} in {self.uri}")
         query = "attributes.status = 'FINISHED'"
         if parent_run_id:
-            query += f" and tags.`{names.PARENT_RUN}` = '{parent_run_id}'"
+            query += f" and tags.`{names.SWEEP_RUN}` = '{parent_run_id}'"
         ids = [experiment.experiment_id]
         for run in self.client.search_runs(ids, query, order_by=[objective.order_by]):
             if models := self.client.search_logged_models(ids, self._made_by(run.info.run_id)):
@@ -157,8 +157,8 @@ class Store:
         now = time.time()
         stale = {}
         for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
-            if names.SWEEP_KEY in run.data.tags:  # a sweep's parent run: its sweeper closes it
-                continue
+            if names.SWEEP_KEY in run.data.tags or names.CONFIGURATION in run.data.tags:
+                continue  # a sweep's parent or configuration run: its sweeper closes it
             silent = now - float(run.data.tags.get(names.HEARTBEAT, run.info.start_time / 1000))
             if silent > stale_after_s:
                 stale[run.info.run_id] = silent

@@ -1,21 +1,26 @@
 """A sweep's parent MLflow run: every job's run is nested under it (MLflow's parentRunId tag), so
 `mlflow ui` shows the sweep as one expandable row, and it records how the jobs ended and which is
-best. Running the same sweep again reopens the same parent: that is how a sweep resumes.
+best. With seed replicates each configuration has a run of its own between the two, carrying the
+mean, standard deviation and n of its seeds. Running the same sweep again reopens the same
+parent: that is how a sweep resumes.
 """
 
 from __future__ import annotations
 
-import statistics
-import subprocess
-import sys
+import json
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mlflow.entities import Param, Run
+from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 
 from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
+from lstm_mnist.tracking.configurations import (
+    best_configuration,
+    pareto_configurations,
+)
 from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.run import end_run
 from lstm_mnist.tracking.store import Store
@@ -31,6 +36,8 @@ class SweepRun:
     store: Store
     run_id: str
     objective: Objective
+    trade_offs: tuple[Objective, ...] = ()  # further objectives of a Pareto sweep
+    configuration_runs: dict[str, str] = field(default_factory=dict)  # config group -> run id
 
     @classmethod
     def open(
@@ -42,6 +49,7 @@ class SweepRun:
         kind: str,
         definition: str,
         space: dict[str, str],
+        trade_offs: tuple[Objective, ...] = (),
     ) -> SweepRun:
         """The parent run of the sweep identified by `key`: the existing one, set RUNNING again,
         or a new one named `name` that stores `definition` as sweep.yaml and the swept `space`
@@ -61,11 +69,13 @@ class SweepRun:
                 names.SWEEP_NAME: name,
                 names.OBJECTIVE: objective.tag,
             }
+            if trade_offs:
+                tags[names.TRADE_OFFS] = names.trade_offs_tag(trade_offs)
             run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
             client.log_text(run_id, definition, "sweep.yaml")
             params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
             client.log_batch(run_id, params=params)
-        return cls(store, run_id, objective)
+        return cls(store, run_id, objective, trade_offs)
 
     @staticmethod
     def find(store: Store, which: str) -> Run:
@@ -95,23 +105,64 @@ class SweepRun:
     @classmethod
     def of(cls, store: Store, run: Run) -> SweepRun:
         """An existing parent run, with the objective its sweep was run with."""
-        return cls(store, run.info.run_id, Objective.from_tag(run.data.tags[names.OBJECTIVE]))
+        tags = run.data.tags
+        objective = Objective.from_tag(tags[names.OBJECTIVE])
+        trade_offs = names.trade_offs_from_tag(tags.get(names.TRADE_OFFS, ""))
+        return cls(store, run.info.run_id, objective, trade_offs)
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        return (self.objective, *self.trade_offs)
+
+    def _runs(self) -> list[Run]:
+        """Every run of the sweep: the jobs' and the configurations', oldest first."""
+        client = self.store.client
+        experiment_id = client.get_run(self.run_id).info.experiment_id
+        return client.search_runs(
+            [experiment_id],
+            f"tags.`{names.SWEEP_RUN}` = '{self.run_id}'",
+            order_by=["start_time ASC"],
+        )
+
+    def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
+        """The run of the configuration whose config group is `group` (its seeds' runs are nested
+        under it): this sweep's, set RUNNING again, or a new one named `label`."""
+        if group in self.configuration_runs:
+            return self.configuration_runs[group]
+        client = self.store.client
+        found = [
+            r
+            for r in self._runs()
+            if names.CONFIGURATION in r.data.tags and r.data.tags.get(names.CONFIG_GROUP) == group
+        ]
+        if found:
+            run_id = found[-1].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {
+                names.PARENT_RUN: self.run_id,
+                names.SWEEP_RUN: self.run_id,
+                names.CONFIG_GROUP: group,
+                names.CONFIGURATION: label,
+                names.OBJECTIVE: self.objective.tag,
+            }
+            experiment_id = client.get_run(self.run_id).info.experiment_id
+            run_id = client.create_run(experiment_id, run_name=label, tags=tags).info.run_id
+            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.configuration_runs[group] = run_id
+        return run_id
 
     def children(self) -> list[Run]:
         """The jobs' runs, oldest first; only the latest run of each job (config hash or Optuna
-        trial) when a job was run more than once."""
-        client = self.store.client
-        experiment_id = client.get_run(self.run_id).info.experiment_id
-        runs = client.search_runs(
-            [experiment_id],
-            f"tags.`{names.PARENT_RUN}` = '{self.run_id}'",
-            order_by=["start_time ASC"],
-        )
+        trial and seed) when a job was run more than once."""
         latest = {}
-        for run in runs:
+        for run in self._runs():
             tags = run.data.tags
-            job = tags.get(names.OPTUNA_TRIAL) or tags.get(names.CONFIG_HASH) or run.info.run_id
-            latest[job] = run
+            if names.CONFIGURATION in tags:
+                continue
+            trial = tags.get(names.OPTUNA_TRIAL)
+            job = f"{trial} {tags[names.CONFIG_HASH]}" if trial else tags.get(names.CONFIG_HASH)
+            latest[job or run.info.run_id] = run
         return list(latest.values())
 
     def finished_hashes(self) -> set[str]:
@@ -144,36 +195,57 @@ class SweepRun:
             client.log_metric(self.run_id, "best_n", len(group))
             client.set_tag(self.run_id, names.BEST_RUN_ID, best.info.run_id)
             client.set_tag(self.run_id, names.BEST_RUN_NAME, best.info.run_name)
+        if self.trade_offs:
+            self.record_pareto_set(children)
+        self.close_configurations(children, status)
         end_run(client, self.run_id, status or ("FAILED" if counts["failed"] else "FINISHED"))
         return Outcome(counts, best, group)
 
-    def keep_best_models(self, keep: int) -> tuple[int, int]:
-        """Delete the logged models of every job outside the `keep` configurations with the best
-        mean objective, and purge their files with MLflow's own `mlflow gc`; return (models
-        kept, models deleted). The parent records it in its `models_kept` tag."""
-        client, children = self.store.client, self.children()
-        finished = [r for r in children if job_state(r) == "finished"]
-        groups = ranked_configurations(self.objective, finished)
-        kept_runs = {r.info.run_id for group in groups[:keep] for r in group}
-        experiment_id = client.get_run(self.run_id).info.experiment_id
-        models = [
-            model
-            for run in children
-            for model in client.search_logged_models(
-                [experiment_id], f"source_run_id = '{run.info.run_id}'"
-            )
+    def close_configurations(self, children: list[Run], status: str | None) -> None:
+        """End each configuration's run with the mean, std and n of its finished seeds' metrics
+        (`val_acc_mean`, `val_acc_std`, `val_acc_n`, and the same of test_acc)."""
+        client = self.store.client
+        for run in self._runs():
+            if names.CONFIGURATION not in run.data.tags or run.info.status != "RUNNING":
+                continue
+            seeds = [r for r in children if r.data.tags.get(names.PARENT_RUN) == run.info.run_id]
+            done = [r for r in seeds if job_state(r) == "finished"]
+            metrics = []
+            for key in dict.fromkeys([self.objective.metric, "test_acc"]):
+                if values := [r.data.metrics[key] for r in done if key in r.data.metrics]:
+                    found, now = estimate(values), int(time.time() * 1000)
+                    metrics += [Metric(f"{key}_mean", found.mean, now, 0)]
+                    metrics += [Metric(f"{key}_n", found.n, now, 0)]
+                    if found.n > 1:
+                        metrics += [Metric(f"{key}_std", found.std, now, 0)]
+            client.log_batch(run.info.run_id, metrics=metrics)
+            failed = any(job_state(r) == "failed" for r in seeds)
+            end_run(client, run.info.run_id, status or ("FAILED" if failed else "FINISHED"))
+
+    def pareto_set(self, runs: list[Run]) -> list[list[Run]]:
+        """The finished configurations no other beats on every objective (means over seeds)."""
+        finished = [r for r in runs if job_state(r) == "finished"]
+        return pareto_configurations(self.objectives, finished)
+
+    def record_pareto_set(self, children: list[Run]) -> None:
+        """The Pareto set as the `pareto_set` tag (its runs' ids) and pareto_set.json (each
+        configuration's runs, params and objective means)."""
+        front = self.pareto_set(children)
+        members = [
+            {
+                "runs": [r.info.run_id for r in group],
+                "params": group[0].data.params,
+                **{
+                    o.metric: estimate([r.data.metrics[o.metric] for r in group]).mean
+                    for o in self.objectives
+                },
+            }
+            for group in front
         ]
-        doomed = [m for m in models if m.source_run_id not in kept_runs]
-        for model in doomed:
-            client.delete_logged_model(model.model_id)
-        if doomed:
-            ids = ",".join(m.model_id for m in doomed)
-            gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", self.store.uri]
-            gc += ["--tracking-uri", self.store.uri, "--logged-model-ids", ids]
-            subprocess.run(gc, check=True, capture_output=True)
-        kept = sum(m.source_run_id in kept_runs for m in models)
-        client.set_tag(self.run_id, names.MODELS_KEPT, f"{kept} of {kept + len(doomed)}")
-        return kept, len(doomed)
+        client = self.store.client
+        ids = " ".join(r.info.run_id for group in front for r in group)
+        client.set_tag(self.run_id, names.PARETO_SET, ids[: names.MAX_TAG])
+        client.log_text(self.run_id, json.dumps(members, indent=1), "pareto_set.json")
 
     def url(self) -> str:
         """The experiment's runs table in the UI."""
@@ -189,31 +261,3 @@ class Outcome:
     counts: Counter[str]  # job state -> number of jobs
     best: Run | None  # the best run of the best configuration
     group: list[Run]  # the best configuration's finished runs (its seeds)
-
-
-def configuration(run: Run) -> tuple[tuple[str, str], ...]:
-    """What a run trained, apart from its seed: equal for the replicates of a configuration."""
-    return tuple(sorted((k, v) for k, v in run.data.params.items() if k != names.SEED))
-
-
-def by_configuration(runs: list[Run]) -> dict[tuple, list[Run]]:
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(configuration(run), []).append(run)
-    return groups
-
-
-def ranked_configurations(objective: Objective, runs: list[Run]) -> list[list[Run]]:
-    """The runs that have the objective, grouped by configuration, best mean first."""
-    scored = [r for r in runs if objective.metric in r.data.metrics]
-    sign = 1 if objective.maximize else -1
-    return sorted(
-        by_configuration(scored).values(),
-        key=lambda g: -sign * statistics.fmean(r.data.metrics[objective.metric] for r in g),
-    )
-
-
-def best_configuration(objective: Objective, runs: list[Run]) -> list[Run]:
-    """The runs of the configuration with the best mean objective (its seeds); [] if none."""
-    ranked = ranked_configurations(objective, runs)
-    return ranked[0] if ranked else []

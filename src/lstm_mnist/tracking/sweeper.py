@@ -23,6 +23,7 @@ from lstm_mnist.config import validate
 from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
+from lstm_mnist.tracking.model_policy import keep_best_models
 from lstm_mnist.tracking.names import DEFAULT_URI, Objective
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.sweep import JOB_STATES, Outcome, SweepRun
@@ -44,10 +45,20 @@ class JobsFailed(RuntimeError):
 
 
 @dataclass
+class Configuration:
+    """What the seed replicates of one configuration share: their runs are nested under its run."""
+
+    group: str  # the config hash without the seed (the `config_group` tag)
+    label: str  # its run's name: "num_layers=2", "trial 3 lr=0.001 num_units=64"
+    params: dict[str, Any]  # its knobs, its run's params
+
+
+@dataclass
 class Job:
     label: str  # how messages name it: "#1 num_units=64", "trial 3 lr=0.001"
     overrides: list[str]
     key: Any = None  # the subclass's own handle: a config hash, an Optuna trial
+    configuration: Configuration | None = None  # with replicates=N
 
 
 @dataclass
@@ -57,6 +68,7 @@ class Plan:
     key: str  # identifies the sweep, so that running it again reopens its parent
     definition: dict[str, Any]  # stored with the parent as sweep.yaml
     space: dict[str, str]  # each swept knob and its values, the parent's params
+    trade_offs: tuple[Objective, ...] = ()  # a Pareto sweep's objectives after the first
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
@@ -120,6 +132,7 @@ class TrackedSweeper(Sweeper):
             kind=self.kind,
             definition=OmegaConf.to_yaml(plan.definition),
             space=plan.space,
+            trade_offs=plan.trade_offs,
         )
         skipped = self.start(parent)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -129,7 +142,7 @@ class TrackedSweeper(Sweeper):
         failures: list[tuple[str, BaseException]] = []
         returns, num = [], 0
         while jobs := self.next_jobs():
-            batch = [job.overrides + [f"sweep.parent_run={parent.run_id}"] for job in jobs]
+            batch = [job.overrides + nesting(parent, job) for job in jobs]
             try:
                 results = self.launcher.launch(batch, initial_job_idx=num)
             except (Interrupted, KeyboardInterrupt):
@@ -148,12 +161,21 @@ class TrackedSweeper(Sweeper):
             num += len(jobs)
         outcome = parent.close()
         if plan.config.artifacts.model == "best":
-            kept, deleted = parent.keep_best_models(plan.config.artifacts.keep_models)
+            kept, deleted = keep_best_models(parent, plan.config.artifacts.keep_models)
             log.info(f"artifacts.model=best: kept {kept} logged model(s), deleted {deleted}")
         print("\n".join(summary(plan, parent, outcome, skipped)))
         if failures:
             raise JobsFailed(failures, num)
         return returns
+
+
+def nesting(parent: SweepRun, job: Job) -> list[str]:
+    """The overrides that nest a job's run under its parent, or under its configuration's run."""
+    overrides = [f"sweep.parent_run={parent.run_id}"]
+    if (c := job.configuration) is not None:
+        run_id = parent.configuration_run(c.group, c.label, c.params)
+        overrides.append(f"sweep.configuration_run={run_id}")
+    return overrides
 
 
 def summary(plan: Plan, parent: SweepRun, outcome: Outcome, skipped: int) -> list[str]:

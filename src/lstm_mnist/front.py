@@ -1,0 +1,90 @@
+"""A Pareto sweep's answer: the configurations no other beats on every objective, as a table and
+as plots of the objective against each trade-off."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from mlflow.entities import Run
+
+from lstm_mnist.compare import short
+from lstm_mnist.stats import pareto_front
+from lstm_mnist.tracking.configurations import by_configuration, mean
+from lstm_mnist.tracking.names import Objective
+from lstm_mnist.tracking.sweep import SweepRun, job_state
+
+
+def describe(value: float, metric: str) -> str:
+    return f"{value:,.0f}" if metric == "num_params" else f"{value:.4g}"
+
+
+def label(group: list[Run], knobs: list[str]) -> str:
+    return " ".join(f"{k}={short(group[0].data.params.get(k))}" for k in knobs)
+
+
+def table(sweep: SweepRun, runs: list[Run], knobs: list[str]) -> str:
+    """One line per configuration of the Pareto set, best first by the objective: its knobs,
+    seeds and each objective's mean."""
+    front = sweep.pareto_set(runs)
+    head = ["#", *knobs, "n", *(o.metric for o in sweep.objectives)]
+    rows = [
+        [str(rank), *(short(g[0].data.params.get(k, "-")) for k in knobs), str(len(g))]
+        + [describe(sign(o) * mean(o, g), o.metric) for o in sweep.objectives]
+        for rank, g in enumerate(front, start=1)
+    ]
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
+    )
+
+
+def sign(objective: Objective) -> int:
+    return 1 if objective.maximize else -1
+
+
+def plot(sweep: SweepRun, runs: list[Run], knobs: list[str]) -> plt.Figure:
+    """For each trade-off, the objective against it: every finished configuration (its mean over
+    seeds) as a dot, the Pareto set's ringed and labelled, and the front of that pair of
+    objectives as a dashed step line."""
+    objective, trade_offs = sweep.objective, sweep.trade_offs
+    done = [r for r in runs if job_state(r) == "finished"]
+    groups = [
+        g
+        for g in by_configuration(done).values()
+        if all(o.metric in g[0].data.metrics for o in sweep.objectives)
+    ]
+    members = {id(g[0]) for g in sweep.pareto_set(done)}
+    fig, axes = plt.subplots(1, len(trade_offs), figsize=(6 * len(trade_offs), 4.5), squeeze=False)
+    y = [mean(objective, g) * sign(objective) for g in groups]
+    for ax, trade_off in zip(axes[0], trade_offs, strict=True):
+        x = [mean(trade_off, g) * sign(trade_off) for g in groups]
+        ax.scatter(x, y, color="grey", alpha=0.6, label="configuration (mean over its seeds)")
+        for xi, yi, g in zip(x, y, groups, strict=True):
+            if id(g[0]) in members:
+                ax.scatter([xi], [yi], s=120, facecolors="none", edgecolors="red")
+                ax.annotate(
+                    label(g, knobs), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points"
+                )
+        pair = pareto_front([[mean(objective, g), mean(trade_off, g)] for g in groups])
+        line = sorted((x[i], y[i]) for i in pair)
+        ax.step(
+            [p[0] for p in line],
+            [p[1] for p in line],
+            "--",
+            color="red",
+            where="post",
+            label=f"front of {objective.metric} and {trade_off.metric}",
+        )
+        ax.scatter(
+            [], [], s=120, facecolors="none", edgecolors="red", label="Pareto set (all objectives)"
+        )
+        if trade_off.metric == "num_params":
+            ax.set_xscale("log")
+        ax.set(
+            xlabel=f"{trade_off.metric} ({trade_off.direction})",
+            ylabel=f"{objective.metric} ({objective.direction})",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Pareto sweep {sweep.run_id[:8]}: {len(members)} of {len(groups)} configurations")
+    fig.tight_layout()
+    return fig
