@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import requests
 from filelock import FileLock
-from mlflow.entities import LoggedModel
+from mlflow.entities import LoggedModel, Run
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -116,6 +116,16 @@ class Store:
         """`url`, and the command that starts the UI first when there is no tracking server."""
         command = self.ui_command()
         return url + (f"  (start the UI first: {command})" if command else "")
+
+    def all_runs(self, experiment_id: str, query: str) -> list[Run]:
+        """Every run of the experiment that matches `query`, page after page (MLflow returns
+        at most 1,000 at a time)."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], query, page_token=token)
+            runs += page
+            if not (token := page.token):
+                return runs
 
     def best_model(self, objective: Objective, parent_run_id: str | None = None) -> LoggedModel:
         """The logged model of the FINISHED run with the best objective that has one, among all

@@ -118,11 +118,12 @@ class SweepRun:
         """Every run of the sweep: the jobs' and the configurations', oldest first."""
         client = self.store.client
         experiment_id = client.get_run(self.run_id).info.experiment_id
-        return client.search_runs(
-            [experiment_id],
-            f"tags.`{names.SWEEP_RUN}` = '{self.run_id}'",
-            order_by=["start_time ASC"],
-        )
+        found = {}
+        # PARENT_RUN too: the jobs of sweeps recorded before the sweep_run tag existed
+        for tag in (names.SWEEP_RUN, names.PARENT_RUN):
+            for run in self.store.all_runs(experiment_id, f"tags.`{tag}` = '{self.run_id}'"):
+                found[run.info.run_id] = run
+        return sorted(found.values(), key=lambda r: r.info.start_time)
 
     def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
         """The run of the configuration whose config group is `group` (its seeds' runs are nested
