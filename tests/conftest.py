@@ -16,6 +16,8 @@ import lstm_mnist.config  # noqa: F401  (registers the schema)
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["services"]  # PostgreSQL, mlflow server, SLURM: session fixtures
+
 # A model and run small enough for a test; everything else is the real code path.
 TINY = [
     "num_layers=1",
