@@ -1,8 +1,10 @@
-"""Ctrl-C and SIGTERM as an exception that stops a run without being its error."""
+"""Ctrl-C and SIGTERM as an exception that stops a run without being its error, passed on to
+the worker processes of a parallel sweep."""
 
 from __future__ import annotations
 
 import signal
+import threading
 
 
 class Interrupted(BaseException):
@@ -21,5 +23,25 @@ def raise_interrupted(signum: int, frame: object) -> None:
 def handle_interrupts() -> None:
     """From now on Ctrl-C and SIGTERM raise Interrupted (training checkpoints first: see
     checkpoints.CheckpointOnInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only a process's main thread may set handlers; it has them already
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, raise_interrupted)
+
+
+def stop_workers(signum: int, wait_s: float = 60) -> int:
+    """Pass `signum` on to every process this one started (the workers of a parallel sweep),
+    so that each checkpoints and marks its run KILLED as this one does; wait for them, and kill
+    any still there after `wait_s`. Returns how many there were."""
+    import psutil
+
+    workers = psutil.Process().children(recursive=True)
+    for worker in workers:
+        try:
+            worker.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(workers, timeout=wait_s)
+    for worker in alive:
+        worker.kill()
+    return len(workers)

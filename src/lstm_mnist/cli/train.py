@@ -29,6 +29,7 @@ def task(cfg: DictConfig) -> dict[str, float]:
     sweepers take the objective (and a Pareto sweep its trade-offs)."""
     from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
 
+    handle_interrupts()  # in a parallel sweep's worker process too: its run is marked KILLED
     try:
         result = train(cfg)
     except Exception as err:

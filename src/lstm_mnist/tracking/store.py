@@ -162,13 +162,11 @@ class Store:
         return f"source_run_id = '{run_id}'"
 
     def stale_runs(self, experiment_id: str, stale_after_s: float) -> dict[str, float]:
-        """The training runs still RUNNING whose heartbeat (or start) is older than
-        `stale_after_s` (their process died without a word): run id -> seconds silent."""
+        """The runs still RUNNING whose heartbeat (or start) is older than `stale_after_s`
+        (their process, or their sweep's, died without a word): run id -> seconds silent."""
         now = time.time()
         stale = {}
         for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
-            if names.SWEEP_KEY in run.data.tags or names.CONFIGURATION in run.data.tags:
-                continue  # a sweep's parent or configuration run: its sweeper closes it
             silent = now - float(run.data.tags.get(names.HEARTBEAT, run.info.start_time / 1000))
             if silent > stale_after_s:
                 stale[run.info.run_id] = silent

@@ -8,6 +8,8 @@ parent: that is how a sweep resumes.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from lstm_mnist.tracking.configurations import (
 from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.run import end_run
 from lstm_mnist.tracking.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def job_state(run: Run) -> str:
@@ -125,6 +129,25 @@ class SweepRun:
                 found[run.info.run_id] = run
         return sorted(found.values(), key=lambda r: r.info.start_time)
 
+    def keep_alive(self, every_s: float) -> None:
+        """Stamp the `heartbeat` tag of the parent and its configurations' runs every `every_s`
+        from a background thread until `close`, so that a sweep whose sweeper died without a
+        word (SIGKILL, a lost node) is found stale and marked KILLED like any run."""
+        self._alive = threading.Event()
+
+        def beat() -> None:
+            while True:
+                now = f"{time.time():.0f}"
+                for run_id in [self.run_id, *self.configuration_runs.values()]:
+                    try:
+                        self.store.client.set_tag(run_id, names.HEARTBEAT, now)
+                    except MlflowException as err:  # the server is away: try again next time
+                        log.warning(f"sweep heartbeat: {err}")
+                if self._alive.wait(every_s):
+                    return
+
+        threading.Thread(target=beat, name="sweep heartbeat", daemon=True).start()
+
     def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
         """The run of the configuration whose config group is `group` (its seeds' runs are nested
         under it): this sweep's, set RUNNING again, or a new one named `label`."""
@@ -177,6 +200,8 @@ class SweepRun:
         bookkeeping, kept out of the metric charts) and the best finished child by the
         objective (metrics `best_<metric>`, `best_test_acc`), and end the run: FAILED if any job
         failed, unless `status` says otherwise."""
+        if (alive := getattr(self, "_alive", None)) is not None:
+            alive.set()
         client, children = self.store.client, self.children()
         counts = Counter(job_state(r) for r in children)
         for state in JOB_STATES:

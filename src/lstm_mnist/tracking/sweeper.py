@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.config import validate
-from lstm_mnist.interrupts import Interrupted
+from lstm_mnist.interrupts import Interrupted, stop_workers
 from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.model_policy import keep_best_models
@@ -134,6 +137,7 @@ class TrackedSweeper(Sweeper):
             space=plan.space,
             trade_offs=plan.trade_offs,
         )
+        parent.keep_alive(every_s=plan.config.stale_after_s / 10)
         skipped = self.start(parent)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +149,10 @@ class TrackedSweeper(Sweeper):
             batch = [job.overrides + nesting(parent, job) for job in jobs]
             try:
                 results = self.launcher.launch(batch, initial_job_idx=num)
-            except (Interrupted, KeyboardInterrupt):
+            except (Interrupted, KeyboardInterrupt) as stop:
+                stop_running_jobs(
+                    getattr(stop, "signum", signal.SIGINT), sweep_dir, self.config.hydra.launcher
+                )
                 parent.close("KILLED")
                 started = sum(1 for p in sweep_dir.iterdir() if p.name.isdigit())
                 unrun = self.stopped(jobs, started)
@@ -167,6 +174,28 @@ class TrackedSweeper(Sweeper):
         if failures:
             raise JobsFailed(failures, num)
         return returns
+
+
+def stop_running_jobs(signum: int, sweep_dir: Path, launcher: DictConfig) -> None:
+    """Stop whatever still runs the sweep's jobs, so that nothing trains on once the command has
+    exited: a parallel launcher's worker processes get the signal; with hydra/launcher=slurm,
+    the sweep's SLURM jobs are cancelled (SLURM sends them SIGTERM). Either way each job
+    checkpoints and marks its run KILLED; this waits for them (a minute at most)."""
+    if stop_workers(signum):
+        log.info("the sweep's worker processes have stopped")
+    submitted = sweep_dir / ".submitit"  # submitit's folder: one subfolder per SLURM job
+    if not launcher.get("_target_", "").endswith("SlurmLauncher") or not submitted.is_dir():
+        return
+    ids = sorted({p.name.split("_")[0] for p in submitted.iterdir() if p.name[:1].isdigit()})
+    if not ids:
+        return
+    subprocess.run(["scancel", *ids], check=False)
+    for _ in range(120):
+        queue = ["squeue", "-h", "-j", ",".join(ids), "-o", "%i"]
+        if not subprocess.run(queue, capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(0.5)
+    log.info(f"the sweep's SLURM jobs {', '.join(ids)} were cancelled")
 
 
 def nesting(parent: SweepRun, job: Job) -> list[str]:
