@@ -9,6 +9,7 @@ import sys
 import time
 
 import mlflow
+import psutil
 import pytest
 import torch
 from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
@@ -113,6 +114,28 @@ def test_resume_continues_the_same_run_without_gaps_or_repeats(tmp_path):
     assert steps_of(store, run, "train_loss") == list(range(10, 401, 10))
     assert steps_of(store, run, "val_acc") == list(range(20, 401, 20))
     assert steps_of(store, run, "test_acc") == [400]
+
+
+def test_resume_after_sigkill_logs_no_step_twice(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc, run_id = start_training(tmp_path, "max_steps=400", "val_every=100")
+    deadline = time.monotonic() + 120
+    while (
+        max(steps_of(store, runs_in(store)[0], "train_loss")) < 130
+    ):  # past the step-100 checkpoint
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.kill()  # no checkpoint of its own: steps after 100 are trained again on resume
+    proc.communicate(timeout=60)
+    (ckpt,) = (tmp_path / "checkpoints" / run_id).glob("*.ckpt")
+    assert ckpt.name == "step=100.ckpt"
+
+    proc = run_cli(tmp_path, "max_steps=400", "val_every=100", f"resume={run_id}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs_in(store)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert steps_of(store, run, "train_loss") == list(range(10, 401, 10))  # each step once
+    assert steps_of(store, run, "val_acc") == [100, 200, 300, 400]
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -245,6 +268,48 @@ def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
     assert run.info.status == "KILLED" and run.data.params["num_layers"] == "1"
     (parent,) = runs_in(f"sqlite:///{tmp_path}/mlflow.db", parents=True)
     assert parent.info.status == "KILLED" and int(parent.data.tags["jobs_killed"]) == 1
+
+
+def test_sigterm_to_a_parallel_sweep_stops_every_worker_and_leaves_nothing_running(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    parallel = ["num_layers=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    proc, _ = start_training(tmp_path, *parallel, multirun=True)
+    deadline = time.monotonic() + 120
+    while not (
+        len(runs_in(store)) == 2 and all(steps_of(store, r, "train_loss") for r in runs_in(store))
+    ):
+        assert time.monotonic() < deadline, "the second job did not start training"
+        time.sleep(0.5)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    # No worker trains on after the command has exited, and no run is left RUNNING.
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    runs = runs_in(store)
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
+    for run in runs:  # each worker checkpointed its last step
+        assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
+    (parent,) = runs_in(store, parents=True)
+    assert parent.info.status == "KILLED"
+
+
+def test_sweep_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc, dead_job = start_training(tmp_path, "num_layers=1,2", multirun=True)
+    proc.kill()  # the sweeper and its job die without a word
+    proc.communicate(timeout=60)
+    (parent,) = runs_in(store, parents=True)
+    assert parent.info.status == "RUNNING" and "heartbeat" in parent.data.tags
+    time.sleep(3)
+    proc = run_cli(tmp_path, "stale_after_s=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"run {parent.info.run_id} was left RUNNING" in proc.stdout
+    status = {r.info.run_id: r.info.status for r in runs_in(store)}
+    assert status[dead_job] == "KILLED"
+    (parent,) = runs_in(store, parents=True)
+    assert parent.info.status == "KILLED"
 
 
 def test_clean_removes_what_no_run_can_resume_from_and_purges_deleted_runs(tmp_path):

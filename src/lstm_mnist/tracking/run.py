@@ -37,13 +37,27 @@ log = logging.getLogger(__name__)
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger for metrics only. Lightning ends the run through it when fit or
     test ends ("failed" when a pruned trial stops, "success" before the model is uploaded);
-    `tracked_run` writes the one final status instead."""
+    `tracked_run` writes the one final status instead.
+
+    A resumed run retrains the steps between its last checkpoint and where it stopped (after a
+    SIGKILL, up to val_every of them); `logged_until` (metric -> last step the run has) keeps
+    those steps from being logged twice: each step of a metric has one value."""
+
+    def __init__(self, *args: Any, logged_until: dict[str, int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.logged_until = logged_until or {}
 
     def finalize(self, status: str = "success") -> None:
         pass
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        super().log_metrics({k: as_logged(v) for k, v in metrics.items()}, step)
+        fresh = {
+            k: as_logged(v)
+            for k, v in metrics.items()
+            if step is None or step > self.logged_until.get(k, -1)
+        }
+        if fresh:
+            super().log_metrics(fresh, step)
 
 
 def as_logged(value: Any) -> float:
@@ -94,7 +108,13 @@ class TrackedRun:
         return Path(self.cfg.ckpt_dir) / self.run_id
 
     def logger(self) -> RunLogger:
-        return instantiate(self.cfg.logger, run_id=self.run_id)
+        logged_until = {}
+        if self.resume_from is not None:  # the steps this run has already logged
+            client = self.store.client
+            for metric in client.get_run(self.run_id).data.metrics:
+                history = client.get_metric_history(self.run_id, metric)
+                logged_until[metric] = max(m.step for m in history)
+        return instantiate(self.cfg.logger, run_id=self.run_id, logged_until=logged_until)
 
     def callbacks(self) -> list[pl.Callback]:
         """The run's own: a checkpoint every val_every steps (the newest only: resume needs no
