@@ -118,24 +118,24 @@ def test_resume_continues_the_same_run_without_gaps_or_repeats(tmp_path):
 
 def test_resume_after_sigkill_logs_no_step_twice(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc, run_id = start_training(tmp_path, "max_steps=400", "val_every=100")
+    config = ["num_units=64", "max_steps=600", "val_every=200"]
+    proc, run_id = start_training(tmp_path, *config)
     deadline = time.monotonic() + 120
-    while (
-        max(steps_of(store, runs_in(store)[0], "train_loss")) < 130
-    ):  # past the step-100 checkpoint
+    while max(steps_of(store, runs_in(store)[0], "train_loss")) < 230:  # past a checkpoint
         assert time.monotonic() < deadline
-        time.sleep(0.2)
-    proc.kill()  # no checkpoint of its own: steps after 100 are trained again on resume
+        time.sleep(0.1)
+    proc.kill()  # no checkpoint of its own: the steps after the last one are trained again
     proc.communicate(timeout=60)
     (ckpt,) = (tmp_path / "checkpoints" / run_id).glob("*.ckpt")
-    assert ckpt.name == "step=100.ckpt"
+    checkpointed = int(ckpt.stem.split("=")[1])
+    assert max(steps_of(store, runs_in(store)[0], "train_loss")) > checkpointed
 
-    proc = run_cli(tmp_path, "max_steps=400", "val_every=100", f"resume={run_id}")
+    proc = run_cli(tmp_path, *config, f"resume={run_id}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = runs_in(store)
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    assert steps_of(store, run, "train_loss") == list(range(10, 401, 10))  # each step once
-    assert steps_of(store, run, "val_acc") == [100, 200, 300, 400]
+    assert steps_of(store, run, "train_loss") == list(range(10, 601, 10))  # each step once
+    assert steps_of(store, run, "val_acc") == [200, 400, 600]
 
 
 def test_resume_refuses_a_different_config(tmp_path):
