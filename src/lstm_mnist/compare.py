@@ -55,7 +55,10 @@ def table(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> s
         seconds = (info.end_time - info.start_time) / 1000 if info.end_time else None
         rows.append(
             [str(rank), info.run_id, job_state(run)]
-            + [f"{m[k]:.4g}" if k in m else "-" for k in shown]
+            + [
+                (f"{m[k]:.4f}" if k.endswith("_acc") else f"{m[k]:.4g}") if k in m else "-"
+                for k in shown
+            ]
             + [short(run.data.params.get(k, "-")) for k in swept]
             + [f"{seconds:.0f} s" if seconds is not None else "-"]
         )
