@@ -26,7 +26,13 @@ from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.record import digest, group_hash, run_params
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.sweep import SweepRun
-from lstm_mnist.tracking.sweeper import Configuration, Job, Plan, TrackedSweeper, parallel_jobs
+from lstm_mnist.tracking.sweeper import (
+    Configuration,
+    Job,
+    Plan,
+    TrackedSweeper,
+    parallel_slots,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,7 @@ class OptunaSweep(TrackedSweeper):
         enqueue: list[dict[str, Any]] | None = None,
         name: str | None = None,
         trade_offs: dict[str, str] | None = None,
+        asynchronous: bool = True,
     ) -> None:
         self.space = dict(params)
         self.n_trials = n_trials
@@ -59,6 +66,7 @@ class OptunaSweep(TrackedSweeper):
         self.pruner = pruner
         self.enqueue = [dict(e) for e in enqueue or []]
         self.name = name or "optuna"
+        self.asynchronous = asynchronous
         self.trade_offs = tuple(Objective.checked(m, d) for m, d in (trade_offs or {}).items())
 
     def plan(self, arguments: list[str]) -> Plan:
@@ -125,11 +133,26 @@ class OptunaSweep(TrackedSweeper):
         if self.finished:
             log.info(f"study {self.study_name}: {self.finished} trials already finished; resuming")
             self.sampler.reseed_rng()  # or a seeded sampler repeats the first run's random trials
-        self.n_jobs = parallel_jobs(self.config.hydra.launcher)
+        self.n_jobs = parallel_slots(self.config.hydra.launcher)
         self.results: dict[int, list[JobReturn]] = {}  # trial number -> its replicates' results
+        self.workers = 0  # asynchronous workers, when the launcher runs jobs in parallel
+        if self.asynchronous and self.n_jobs > 1 and self.base.replicates == 1:
+            self.workers = min(self.n_jobs, max(0, self.n_trials - self.finished))
         return 0  # a resumed study counts its finished trials towards n_trials instead
 
     def next_jobs(self) -> list[Job]:
+        if self.workers:  # all at once; each asks, trains and tells until the study is full
+            if self.finished >= self.n_trials:
+                return []
+            self.finished = self.n_trials  # when they return, the study is
+            return [
+                Job(
+                    label=f"worker {k}",
+                    overrides=self.arguments
+                    + [f"sweep.study={self.study_name}", f"sweep.worker={k}"],
+                )
+                for k in range(self.workers)
+            ]
         replicates = self.base.replicates
         at_once = max(1, self.n_jobs // replicates)  # trials whose replicates fill the slots
         trials = [
@@ -160,8 +183,13 @@ class OptunaSweep(TrackedSweeper):
 
     def finish(self, job: Job, result: JobReturn) -> BaseException | None:
         """Tell the study how the trial ended once all its replicates have: the mean of their
-        objectives; pruned if one was pruned; failed if one failed."""
+        objectives; pruned if one was pruned; failed if one failed. An asynchronous worker has
+        told the study itself: pass on the trials that failed."""
         error = super().finish(job, result)
+        if job.key is None:
+            if error is None and (failed := result.return_value["failures"]):
+                return TrialsFailed(f"{len(failed)} trial(s) failed: {'; '.join(failed)}")
+            return error
         if isinstance(error, optuna.TrialPruned):  # its run is FINISHED: not a failure
             error = None
         trial = job.key
@@ -192,10 +220,15 @@ class OptunaSweep(TrackedSweeper):
         return error
 
     def stopped(self, jobs: list[Job], started: int) -> list[str]:
-        for trial in {job.key.number: job.key for job in jobs}.values():
+        # (asynchronous workers tell the study themselves that their trials failed)
+        for trial in {job.key.number: job.key for job in jobs if job.key is not None}.values():
             # the trials started stay unfinished otherwise
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return []
+
+
+class TrialsFailed(RuntimeError):
+    """Trials an asynchronous worker ran failed; their runs say why."""
 
 
 def outcome(result: JobReturn) -> dict[str, float] | BaseException:

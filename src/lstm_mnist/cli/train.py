@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -24,12 +25,16 @@ outcome = logging.getLogger("lstm_mnist.outcome")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def task(cfg: DictConfig) -> dict[str, float]:
+def task(cfg: DictConfig) -> dict[str, Any]:
     """One run (a sweep's job, or the whole command); returns its final metrics, from which the
     sweepers take the objective (and a Pareto sweep its trade-offs)."""
     from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
 
     handle_interrupts()  # in a parallel sweep's worker process too: its run is marked KILLED
+    if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
+        from lstm_mnist.study_worker import work
+
+        return work(cfg)
     try:
         result = train(cfg)
     except Exception as err:

@@ -75,16 +75,17 @@ def group_hash(cfg: DictConfig) -> str:
     return digest({k: v for k, v in run_params(cfg).items() if k != names.SEED})
 
 
-def run_name() -> str:
+def given_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides this run was made with: the command line's, then those an asynchronous
+    Optuna worker applied for its trial (`sweep.overrides`)."""
+    given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return given + list(cfg.sweep.get("overrides") or [])
+
+
+def run_name(cfg: DictConfig) -> str:
     """The command-line overrides that make this run differ from the defaults, or 'default'."""
-    if not HydraConfig.initialized():
-        return "default"
-    overrides = [
-        o
-        for o in HydraConfig.get().overrides.task
-        if not o.startswith(("logger.", "hydra.", "sweep."))
-    ]
-    name = ",".join(overrides) or "default"
+    shown = [o for o in given_overrides(cfg) if not o.startswith(("logger.", "hydra.", "sweep."))]
+    name = ",".join(shown) or "default"
     return name if len(name) <= names.MAX_NAME else name[: names.MAX_NAME - 1] + "…"
 
 
@@ -111,7 +112,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         tags["mlflow.source.git.commit"] = commit.stdout.strip()
     if HydraConfig.initialized():
         hc = HydraConfig.get()
-        tags[names.OVERRIDES] = " ".join(hc.overrides.task)
+        tags[names.OVERRIDES] = " ".join(given_overrides(cfg))
         if hc.mode == RunMode.MULTIRUN:
             tags[names.SWEEP_DIR] = hc.sweep.dir
             tags[names.JOB_NUM] = str(hc.job.num)

@@ -154,7 +154,7 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
     run = mlflow.start_run(
         run_id=cfg.resume,
         experiment_id=experiment_id,
-        run_name=None if cfg.resume else record.run_name(),
+        run_name=None if cfg.resume else record.run_name(cfg),
         tags=record.run_tags(cfg) | ({names.GPU: str(gpu)} if gpu is not None else {}),
     )
     monitor = (

@@ -80,6 +80,14 @@ def parallel_jobs(launcher: DictConfig) -> int:
     return n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))
 
 
+def parallel_slots(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once: joblib's n_jobs, or submitit's (SLURM's)
+    array_parallelism."""
+    if "array_parallelism" in launcher:
+        return launcher.array_parallelism
+    return parallel_jobs(launcher)
+
+
 class TrackedSweeper(Sweeper):
     kind: str  # "grid", "optuna": the parent run's sweep_kind tag
 
