@@ -455,7 +455,8 @@ def test_asynchronous_optuna_workers_reuse_a_pruned_trials_slot_at_once(tmp_path
         "hydra.sweeper.n_trials=4",
         "max_steps=300",
         # lr=1e-7 cannot learn: pruned at its first check, long before the others end
-        "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.2,n_warmup_steps:30}",
+        "~hydra.sweeper.pruner",
+        "+hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.2,n_warmup_steps:30}",
         "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:1.0e-7},{lr:3.0e-3},{lr:5.0e-3}]",
     ]
     proc = run_sweep(tmp_path, *search, drop=("lr", "max_steps"))
@@ -479,7 +480,7 @@ def test_asynchronous_optuna_workers_reuse_a_pruned_trials_slot_at_once(tmp_path
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
     for t in study.trials:
         run = runs[str(t.number)]
-        assert run.info.run_name == f"lr={t.params['lr']}"
+        assert run.info.run_name.endswith(f",lr={t.params['lr']}")  # the trial's own value
         if t.state.name == "COMPLETE":
             assert t.value == run.data.metrics["val_acc"]
     assert parent.info.status == "FINISHED" and int(parent.data.tags["jobs_pruned"]) == 1
