@@ -92,7 +92,7 @@ def test_pruned_trial_run_never_reads_failed(make_cfg, monkeypatch):
         def on_validation_end(self, trainer, pl_module):
             raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
-    monkeypatch.setattr(lstm_mnist.train, "trial_pruning", lambda cfg: [PruneAtFirstValidation()])
+    monkeypatch.setattr(lstm_mnist.train, "trial_callbacks", lambda cfg: [PruneAtFirstValidation()])
     spy = Spy(monkeypatch)
     with pytest.raises(optuna.TrialPruned):
         train(cfg)

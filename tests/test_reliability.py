@@ -312,6 +312,47 @@ def test_sweep_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     assert parent.info.status == "KILLED"
 
 
+def test_trial_whose_job_died_is_failed_and_retried_with_the_same_values(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = [
+        "sweeps=optuna",
+        "~hydra.sweeper.params.num_units",
+        "~hydra.sweeper.params.num_layers",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.heartbeat_s=1",
+        "stale_after_s=2",
+        "max_steps=3000",
+        "val_every=1000",
+    ]
+    proc, dead_run = start_training(tmp_path, *sweep, multirun=True)
+    proc.kill()  # the sweep and its trial's job die without a word
+    proc.communicate(timeout=60)
+    time.sleep(3)  # past the trial's grace period (2 x heartbeat_s) and stale_after_s
+
+    proc = run_cli(
+        tmp_path,
+        *sweep,
+        multirun=True,
+        replace=[
+            a for a in tiny_cli_args(tmp_path) if not a.startswith(("max_steps", "val_every"))
+        ],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"run {dead_run} was left RUNNING" in proc.stdout
+    (parent,) = runs_in(store, parents=True)
+    import optuna
+
+    study = optuna.load_study(
+        study_name=parent.data.tags["optuna_study"], storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    dead, retry = study.trials
+    assert (dead.state.name, retry.state.name) == ("FAIL", "COMPLETE")
+    assert retry.params == dead.params and retry.system_attrs["failed_trial"] == 0
+    runs = {r.data.tags["optuna_trial"]: r for r in runs_in(store)}
+    assert runs["0"].info.run_id == dead_run and runs["0"].info.status == "KILLED"
+    assert runs["1"].info.status == "FINISHED" and runs["1"].data.tags["retry_of"] == "0"
+
+
 def test_clean_removes_what_no_run_can_resume_from_and_purges_deleted_runs(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     experiment = Store(store, "lstm-mnist").prepare()

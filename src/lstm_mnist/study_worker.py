@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.config import validate
 from lstm_mnist.tracking.store import Store
+from lstm_mnist.trial import fail_stale_trials, retry_of, study_storage
 
 TrialState = optuna.trial.TrialState
 # Trials that count towards n_trials: the finished ones, and those another worker is training.
@@ -33,18 +34,23 @@ def work(cfg: DictConfig) -> dict[str, Any]:
     seed = {"seed": cfg.seed + cfg.sweep.worker} if "seed" in sweeper.sampler else {}
     study = optuna.load_study(
         study_name=cfg.sweep.study,
-        storage=sweeper.storage or store.optuna_storage(),
+        storage=study_storage(sweeper.storage or store.optuna_storage(), sweeper),
         sampler=instantiate(sweeper.sampler, **seed),  # each worker its own random stream
     )
     space = {k: instantiate(d) for k, d in sweeper.params.items()}
     metrics = [cfg.objective.metric, *(sweeper.trade_offs or {})]
     ran, failures = 0, []
-    while len(study.get_trials(deepcopy=False, states=COUNTED)) < sweeper.n_trials:
+    while True:
+        fail_stale_trials(study)  # a worker that died: its trial is failed and queued again
+        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= sweeper.n_trials:
+            break
         trial = study.ask(space)
         values = [f"{k}={v}" for k, v in trial.params.items()]
         ran += 1
         try:
-            result = train(trial_config(cfg, trial.number, trial.params))
+            trial_cfg = trial_config(cfg, trial.number, trial.params)
+            trial_cfg.sweep.retry_of = retry_of(study, trial.number)
+            result = train(trial_cfg)
             study.tell(trial, [result[m] for m in metrics])
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)

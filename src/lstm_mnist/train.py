@@ -16,11 +16,11 @@ from lstm_mnist import report
 from lstm_mnist.checkpoints import AtomicCheckpointIO
 from lstm_mnist.config import validate
 from lstm_mnist.devices import gpu_slot
-from lstm_mnist.pruning import trial_pruning
 from lstm_mnist.stopping import early_stopping
 from lstm_mnist.tracking import record
 from lstm_mnist.tracking.run import as_logged, tracked_run
 from lstm_mnist.tracking.sweeper import parallel_jobs
+from lstm_mnist.trial import trial_callbacks
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
@@ -43,7 +43,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
             cfg.trainer,
             **({"devices": [gpu]} if gpu is not None else {}),
             logger=run.logger(),
-            callbacks=callbacks + run.callbacks() + trial_pruning(cfg),
+            callbacks=callbacks + run.callbacks() + trial_callbacks(cfg),
             plugins=[AtomicCheckpointIO()],
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.resume_from)

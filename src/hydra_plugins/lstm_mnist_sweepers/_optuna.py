@@ -1,7 +1,7 @@
 """Optuna search on its ask-and-tell API, tracked: Optuna chooses each job's values, Hydra's
 launcher runs the jobs (in turn, or in parallel with hydra/launcher=joblib).
 
-Each job reports the objective to its own trial at every validation (lstm_mnist/pruning.py), so
+Each job reports the objective to its own trial at every validation (lstm_mnist/trial.py), so
 the study's pruner can stop it early. Hydra's own Optuna sweeper cannot: it has no channel for
 intermediate values, and it pins Optuna < 3.
 
@@ -33,6 +33,7 @@ from lstm_mnist.tracking.sweeper import (
     TrackedSweeper,
     parallel_slots,
 )
+from lstm_mnist.trial import fail_stale_trials, retry_of, study_storage
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,14 @@ class OptunaSweep(TrackedSweeper):
         shown = make_url(self.storage).render_as_string(hide_password=True)  # no secrets in tags
         client.set_tag(parent.run_id, names.OPTUNA_STORAGE, shown)
         self.study = optuna.create_study(
-            storage=self.storage,
+            storage=study_storage(self.storage, self.config.hydra.sweeper),
             study_name=self.study_name,
             sampler=self.sampler,
             pruner=self.pruner,
             directions=[o.direction for o in (self.objective, *self.trade_offs)],
             load_if_exists=True,
         )
+        fail_stale_trials(self.study)  # trials whose jobs died last time: failed, and retried
         for params in self.enqueue:  # skipped if the study has that trial already
             self.study.enqueue_trial(params, skip_if_exists=True)
         self.finished = sum(t.state.is_finished() for t in self.study.trials)
@@ -155,6 +157,7 @@ class OptunaSweep(TrackedSweeper):
             ]
         replicates = self.base.replicates
         at_once = max(1, self.n_jobs // replicates)  # trials whose replicates fill the slots
+        fail_stale_trials(self.study)
         trials = [
             self.study.ask(self.space) for _ in range(min(self.n_trials - self.finished, at_once))
         ]
@@ -167,6 +170,8 @@ class OptunaSweep(TrackedSweeper):
         # not the storage URL: it may hold a password; the job reads it from the sweeper
         overrides = self.arguments + values + [f"sweep.study={self.study_name}"]
         overrides.append(f"sweep.trial={trial.number}")
+        if (first := retry_of(self.study, trial.number)) is not None:
+            overrides.append(f"sweep.retry_of={first}")
         if replicates == 1:
             return [Job(label=label, overrides=overrides, key=trial)]
         cfg = self.checked_config(overrides)

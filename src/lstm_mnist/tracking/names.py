@@ -20,6 +20,7 @@ GPU = "gpu"  # the CUDA device index the run trained on, in a parallel sweep on 
 SWEEP_DIR = "sweep_id"  # the sweep's Hydra output folder
 JOB_NUM = "job_num"
 OPTUNA_TRIAL = "optuna_trial"
+RETRY_OF = "retry_of"  # the Optuna trial this trial tries again (its job died without a word)
 HEARTBEAT = "heartbeat"  # Unix time, stamped while the run trains
 ERROR = "error"  # on a FAILED run: why
 PRUNED = "pruned"  # on a pruned trial's (FINISHED) run: when and why

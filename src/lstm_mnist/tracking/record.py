@@ -103,6 +103,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         tags[names.PARENT_RUN] = cfg.sweep.configuration_run or cfg.sweep.parent_run
     if cfg.sweep.trial is not None:
         tags[names.OPTUNA_TRIAL] = str(cfg.sweep.trial)
+    if cfg.sweep.get("retry_of") is not None:
+        tags[names.RETRY_OF] = str(cfg.sweep.retry_of)
     commit = subprocess.run(
         ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
         capture_output=True,
