@@ -9,6 +9,7 @@ import sys
 import time
 
 import mlflow
+import optuna
 import psutil
 import pytest
 import torch
@@ -329,19 +330,10 @@ def test_trial_whose_job_died_is_failed_and_retried_with_the_same_values(tmp_pat
     proc.communicate(timeout=60)
     time.sleep(3)  # past the trial's grace period (2 x heartbeat_s) and stale_after_s
 
-    proc = run_cli(
-        tmp_path,
-        *sweep,
-        multirun=True,
-        replace=[
-            a for a in tiny_cli_args(tmp_path) if not a.startswith(("max_steps", "val_every"))
-        ],
-    )
+    proc = run_cli(tmp_path, *sweep, multirun=True)  # the same command again
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"run {dead_run} was left RUNNING" in proc.stdout
     (parent,) = runs_in(store, parents=True)
-    import optuna
-
     study = optuna.load_study(
         study_name=parent.data.tags["optuna_study"], storage=f"sqlite:///{tmp_path}/optuna.db"
     )
