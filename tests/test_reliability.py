@@ -12,10 +12,13 @@ import mlflow
 import optuna
 import psutil
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
+import lstm_mnist.train
 from lstm_mnist.data import BatchedTensorDataset
+from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.train import train
 
@@ -55,6 +58,46 @@ def test_same_seed_same_weights_and_metrics(make_cfg, tmp_path):
     assert histories[0] == histories[1]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_interrupted_and_resumed_run_is_bit_identical_to_the_uninterrupted_one(
+    make_cfg, tmp_path, monkeypatch
+):
+    # Dropout, so that the resumed part must also draw the same random numbers.
+    same = ["artifacts.model=false", "artifacts.pictures=false", "keep_checkpoints=true"]
+    same += ["num_layers=2", "dropout=0.3", "max_steps=60", "val_every=20"]
+    cfg, store = make_cfg(*same)
+    whole = train(cfg)
+
+    class SigtermAtStep37(pl.Callback):  # mid-epoch, between two checkpoints
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 37:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(lstm_mnist.train, "trial_callbacks", lambda cfg: [SigtermAtStep37()])
+    cfg, _ = make_cfg(*same)
+    with pytest.raises(Interrupted):
+        train(cfg)
+    monkeypatch.undo()
+    (killed,) = [r for r in runs_in(store) if r.info.status == "KILLED"]
+    cfg, _ = make_cfg(*same, f"resume={killed.info.run_id}")
+    resumed = train(cfg)
+    assert resumed["run_id"] == killed.info.run_id
+
+    def history(run_id):
+        client = mlflow.MlflowClient(store)
+        return {
+            m: [(p.step, p.value) for p in client.get_metric_history(run_id, m)]
+            for m in ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc")
+        }
+
+    assert history(resumed["run_id"]) == history(whole["run_id"])
+    weights = [
+        torch.load(tmp_path / "checkpoints" / r["run_id"] / "step=60.ckpt", weights_only=True)
+        for r in (whole, resumed)
+    ]
+    for key, value in weights[0]["state_dict"].items():
+        assert torch.equal(value, weights[1]["state_dict"][key]), key
 
 
 def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:

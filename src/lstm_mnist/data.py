@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from lstm_mnist.resources import DATA_DIR
+from lstm_mnist.resumable import ResumableBatches, ResumableLoader
 
 # Where each dataset is read from by default. Debian's Fashion-MNIST ships no checksums, so the
 # expected ones live in the repository (data/fashion_mnist/SHA256SUMS).
@@ -252,6 +253,8 @@ class MNISTDataModule(pl.LightningDataModule):
             batches = DeviceBatchSampler(len(ds), batch_size, shuffle, ds.images.device)
         # batch_size=None: the sampler yields whole index batches and the dataset gathers them,
         # in this process (no workers: the data is in memory, on the device it is used on).
+        if shuffle and self.trainer is not None:  # training: resumable mid-epoch, exactly
+            return ResumableLoader(ds, sampler=ResumableBatches(batches, self), batch_size=None)
         return DataLoader(ds, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
