@@ -50,8 +50,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class CheckpointOnInterrupt(pl.Callback):
-    """Ctrl-C or SIGTERM during training: finish the current step, checkpoint it, then stop by
-    raising Interrupted. A second signal stops at once."""
+    """Ctrl-C, SIGTERM or SIGUSR2 during training: finish the current step, checkpoint it, then
+    stop by raising Interrupted. A second signal stops at once."""
 
     def __init__(self, dirpath: Path) -> None:
         self.dirpath = dirpath
@@ -64,8 +64,9 @@ class CheckpointOnInterrupt(pl.Callback):
         self.signum = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning puts back the handlers it found when fit ends.
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # Lightning puts back the handlers it found when fit ends. SIGUSR2: submitit's warning
+        # in a SLURM job that its time is nearly up (the job requeues itself once checkpointed).
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
             signal.signal(signum, self._note)
 
     # Checkpoint at the end of the step, as ModelCheckpoint does (the state Lightning resumes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -30,6 +31,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     sweepers take the objective (and a Pareto sweep its trade-offs)."""
     from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
 
+    requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
     handle_interrupts()  # in a parallel sweep's worker process too: its run is marked KILLED
     if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
         from lstm_mnist.study_worker import work
@@ -37,6 +39,10 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         return work(cfg)
     try:
         result = train(cfg)
+    except Interrupted as stop:  # the run is checkpointed and KILLED
+        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # a job of hydra/launcher=slurm
+            slurm_stop(stop.signum, requeue)
+        raise
     except Exception as err:
         outcome.getChild("error").error(
             f"error: {type(err).__name__}: {' '.join(str(err).split())}"
@@ -50,6 +56,18 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     if HydraConfig.get().mode == RunMode.RUN:  # a sweep ends with its own summary and link
         outcome.info(f"see it: {result['url']}")
     return {k: v for k, v in result.items() if isinstance(v, float)}
+
+
+def slurm_stop(signum: int, requeue: Any) -> None:
+    """End a SLURM job whose run was interrupted and checkpointed. Time nearly up (submitit's
+    SIGUSR2): submitit requeues the job, which then continues the same run (tracked_run), or
+    says it is out of requeues. SIGTERM (cancelled, preempted or requeued by SLURM): exit
+    without a result, so that submitit reports the job's state, or the requeued job's result."""
+    if signum == signal.SIGUSR2 and callable(requeue):
+        requeue(signum, None)  # exits, or raises submitit's UncompletedJobError
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def main() -> None:

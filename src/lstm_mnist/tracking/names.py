@@ -16,6 +16,9 @@ CONFIG_GROUP = "config_group"  # equal for two runs that differ at most in their
 SEED = "seed"  # the param that tells a configuration's replicates apart
 OVERRIDES = "overrides"
 TORCH_THREADS = "torch_threads"
+SLURM_JOB = (
+    "slurm_job"  # the SLURM job (array job_task) that trains the run; a requeue continues it
+)
 GPU = "gpu"  # the CUDA device index the run trained on, in a parallel sweep on several GPUs
 SWEEP_DIR = "sweep_id"  # the sweep's Hydra output folder
 JOB_NUM = "job_num"

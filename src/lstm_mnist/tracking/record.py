@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -89,6 +90,14 @@ def run_name(cfg: DictConfig) -> str:
     return name if len(name) <= names.MAX_NAME else name[: names.MAX_NAME - 1] + "…"
 
 
+def slurm_job() -> str | None:
+    """The SLURM job this process runs in (`<array job>_<task>` for an array task), or None."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     """Git commit, overrides, config hash, objective, torch threads, and for a sweep's job its
     parent run (MLflow nests the run under it), sweep folder, job number and Optuna trial."""
@@ -105,6 +114,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         tags[names.OPTUNA_TRIAL] = str(cfg.sweep.trial)
     if cfg.sweep.get("retry_of") is not None:
         tags[names.RETRY_OF] = str(cfg.sweep.retry_of)
+    if (job := slurm_job()) is not None:
+        tags[names.SLURM_JOB] = job
     commit = subprocess.run(
         ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
         capture_output=True,

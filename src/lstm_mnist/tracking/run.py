@@ -8,6 +8,7 @@ sweep's parent and for runs found dead.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -149,6 +150,9 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
             " (its process died): marked KILLED"
         )
         end_run(store.client, run_id, "KILLED")
+    if not cfg.resume and (requeued := requeued_run(store, experiment_id, cfg)) is not None:
+        log.info(f"SLURM requeued job {record.slurm_job()}: continuing its run {requeued}")
+        cfg.resume = requeued
     resume_from = resume_point(store, cfg) if cfg.resume else None
     mlflow.set_tracking_uri(store.uri)
     run = mlflow.start_run(
@@ -184,6 +188,25 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
         mlflow.end_run(status)
         if status == "FINISHED" and not cfg.keep_checkpoints:  # nothing left to resume
             shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)
+
+
+def requeued_run(store: Store, experiment_id: str, cfg: DictConfig) -> str | None:
+    """In a SLURM job started again after a preemption, a time limit or `scontrol requeue`
+    (SLURM_RESTART_COUNT >= 1), the run its earlier start left unfinished with a checkpoint;
+    None otherwise (an asynchronous Optuna worker's trials are retried instead)."""
+    job = record.slurm_job()
+    if job is None or int(os.environ.get("SLURM_RESTART_COUNT", "0")) < 1:
+        return None
+    if cfg.sweep.get("worker") is not None:
+        return None
+    for run in store.client.search_runs(
+        [experiment_id], f"tags.{names.SLURM_JOB} = '{job}'", order_by=["start_time DESC"]
+    ):
+        if run.info.status == "FINISHED":
+            return None
+        if latest_checkpoint(Path(cfg.ckpt_dir) / run.info.run_id) is not None:
+            return run.info.run_id
+    return None
 
 
 def resume_point(store: Store, cfg: DictConfig) -> Path:
