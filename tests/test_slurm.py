@@ -3,10 +3,13 @@ into an `mlflow server` on PostgreSQL, as on a cluster."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 
 import mlflow
-from conftest import run_cli
+from conftest import ROOT, run_cli, steps_of, tiny_cli_args
 from test_postgres import job_runs
 
 # One CPU per job: the 2 jobs of a sweep run at once even on a 2-core machine.
@@ -66,3 +69,79 @@ def test_failed_slurm_job_is_recorded_and_named(slurm, mlflow_server, tmp_path):
     assert "num_units=2000000" in proc.stderr and "can't allocate memory" in proc.stderr
     runs = job_runs(mlflow_server.url, tmp_path / "multirun")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
+def start_sweep(tmp_path, *overrides: str) -> subprocess.Popen:
+    """A SLURM sweep of tiny runs, started in the background."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), "-m", *tiny_cli_args(tmp_path)]
+        + [*SLURM, *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+def training_run(tracking_uri: str, tmp_path, past_step: int, timeout_s: float = 180):
+    """The sweep's (first) run, once it has logged train_loss past `past_step`."""
+    client = mlflow.MlflowClient(tracking_uri)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = (
+            job_runs(tracking_uri, tmp_path / "multirun")
+            if client.get_experiment_by_name("lstm-mnist")
+            else []
+        )
+        if runs and steps_of(tracking_uri, runs[0], "train_loss")[-1:] >= [past_step]:
+            return runs[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no run trained past step {past_step} in {timeout_s} s")
+
+
+def assert_one_continuous_finished_run(tracking_uri: str, tmp_path, max_steps: int) -> None:
+    (run,) = job_runs(tracking_uri, tmp_path / "multirun")
+    assert run.info.status == "FINISHED"
+    assert steps_of(tracking_uri, run, "train_loss") == list(range(10, max_steps + 1, 10))
+    val_every = 500
+    assert steps_of(tracking_uri, run, "val_acc") == list(
+        range(val_every, max_steps + 1, val_every)
+    )
+    log = (tmp_path / "multirun" / "0" / "train.log").read_text()
+    assert f"continuing its run {run.info.run_id}" in log
+
+
+def test_requeued_job_continues_its_own_run(slurm, mlflow_server, tmp_path):
+    steps = ["max_steps=3000", "val_every=500"]
+    proc = start_sweep(tmp_path, *steps, f"logger.tracking_uri={mlflow_server.url}")
+    run = training_run(mlflow_server.url, tmp_path, past_step=300)
+    subprocess.run(["scontrol", "requeue", run.data.tags["slurm_job"]], check=True)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-4000:]
+    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 3000)
+
+
+def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
+    slurm, mlflow_server, tmp_path
+):
+    # timeout_min=1: submitit's SIGUSR2 comes about 25 s after the start; the training is longer
+    steps = ["max_steps=6000", "val_every=500"]
+    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=3"]
+    proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-4000:]
+    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 6000)
+
+
+def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server, tmp_path):
+    steps = ["max_steps=100000", "val_every=500"]
+    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0"]
+    proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr[-4000:]
+    assert "timed-out too many times" in stderr
+    (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
+    assert run.info.status == "KILLED"
+    assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
