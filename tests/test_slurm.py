@@ -11,6 +11,7 @@ import time
 import mlflow
 from conftest import ROOT, run_cli, steps_of, tiny_cli_args
 from test_postgres import job_runs
+from test_sweeps import ASYNC_SEARCH, assert_no_barrier
 
 # One CPU per job: the 2 jobs of a sweep run at once even on a 2-core machine.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
@@ -145,3 +146,30 @@ def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server,
     (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
     assert run.info.status == "KILLED"
     assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
+
+
+def test_asynchronous_optuna_workers_as_slurm_array_tasks(
+    slurm, mlflow_server, optuna_storage_url, tmp_path
+):
+    import optuna
+
+    proc = run_cli(
+        tmp_path,
+        *ASYNC_SEARCH,
+        *SLURM,
+        "hydra.launcher.array_parallelism=2",  # two workers
+        f"hydra.sweeper.storage={optuna_storage_url}",
+        f"logger.tracking_uri={mlflow_server.url}",
+        multirun=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = [line for line in accounting("JobID", "JobName", "State")]
+    runs = job_runs(mlflow_server.url, tmp_path / "multirun")
+    parent = mlflow.MlflowClient(mlflow_server.url).get_run(runs[0].data.tags["mlflow.parentRunId"])
+    study = optuna.load_study(
+        study_name=parent.data.tags["optuna_study"], storage=optuna_storage_url
+    )
+    assert_no_barrier(study, runs, parent)
+    # The two workers were the two tasks of one array.
+    workers = {r.data.tags["slurm_job"] for r in runs}
+    assert len(workers) == 2 and len({w.split("_")[0] for w in workers}) == 1, jobs
