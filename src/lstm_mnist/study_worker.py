@@ -31,7 +31,7 @@ def work(cfg: DictConfig) -> dict[str, Any]:
 
     sweeper = HydraConfig.get().sweeper
     store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
-    seed = {"seed": cfg.seed + cfg.sweep.worker} if "seed" in sweeper.sampler else {}
+    seed = {"seed": cfg.seed + cfg.sweep.worker} if "seed" in (sweeper.sampler or {}) else {}
     study = optuna.load_study(
         study_name=cfg.sweep.study,
         storage=study_storage(sweeper.storage or store.optuna_storage(), sweeper),
