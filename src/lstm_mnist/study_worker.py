@@ -34,7 +34,9 @@ def work(cfg: DictConfig) -> dict[str, Any]:
     seed = {"seed": cfg.seed + cfg.sweep.worker} if "seed" in (sweeper.sampler or {}) else {}
     study = optuna.load_study(
         study_name=cfg.sweep.study,
-        storage=study_storage(sweeper.storage or store.optuna_storage(), sweeper),
+        storage=study_storage(
+            sweeper.storage or store.optuna_storage(), sweeper.heartbeat_s, sweeper.retries
+        ),
         sampler=instantiate(sweeper.sampler, **seed),  # each worker its own random stream
     )
     space = {k: instantiate(d) for k, d in sweeper.params.items()}

@@ -23,7 +23,7 @@ from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.store import Store
 
 
-def study_storage(url: str, sweeper: DictConfig) -> optuna.storages.RDBStorage:
+def study_storage(url: str, heartbeat_s: int, retries: int) -> optuna.storages.RDBStorage:
     """The study's storage (an SQLAlchemy URL) with Optuna's trial heartbeat: a RUNNING trial
     whose heartbeat is older than 2 x `heartbeat_s` is failed by `optuna.storages.
     fail_stale_trials` and tried again as a new trial with the same values, at most `retries`
@@ -31,11 +31,11 @@ def study_storage(url: str, sweeper: DictConfig) -> optuna.storages.RDBStorage:
     names the first)."""
     with warnings.catch_warnings():  # "experimental" since Optuna 2.8; stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=sweeper.retries)
+        retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries)
         return optuna.storages.RDBStorage(
             url,
-            heartbeat_interval=sweeper.heartbeat_s,
-            grace_period=2 * sweeper.heartbeat_s,
+            heartbeat_interval=heartbeat_s,
+            grace_period=2 * heartbeat_s,
             heartbeat_stale_trial_callback=retry,
         )
 
@@ -63,7 +63,7 @@ def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     sweeper = HydraConfig.get().sweeper
     store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
     url = sweeper.storage or store.optuna_storage()
-    storage = study_storage(url, sweeper)
+    storage = study_storage(url, sweeper.heartbeat_s, sweeper.retries)
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name(cfg.sweep.study), cfg.sweep.trial
     )

@@ -59,6 +59,8 @@ class OptunaSweep(TrackedSweeper):
         name: str | None = None,
         trade_offs: dict[str, str] | None = None,
         asynchronous: bool = True,
+        heartbeat_s: int = 60,
+        retries: int = 1,
     ) -> None:
         self.space = dict(params)
         self.n_trials = n_trials
@@ -68,6 +70,7 @@ class OptunaSweep(TrackedSweeper):
         self.enqueue = [dict(e) for e in enqueue or []]
         self.name = name or "optuna"
         self.asynchronous = asynchronous
+        self.heartbeat_s, self.retries = heartbeat_s, retries
         self.trade_offs = tuple(Objective.checked(m, d) for m, d in (trade_offs or {}).items())
 
     def plan(self, arguments: list[str]) -> Plan:
@@ -121,7 +124,7 @@ class OptunaSweep(TrackedSweeper):
         shown = make_url(self.storage).render_as_string(hide_password=True)  # no secrets in tags
         client.set_tag(parent.run_id, names.OPTUNA_STORAGE, shown)
         self.study = optuna.create_study(
-            storage=study_storage(self.storage, self.config.hydra.sweeper),
+            storage=study_storage(self.storage, self.heartbeat_s, self.retries),
             study_name=self.study_name,
             sampler=self.sampler,
             pruner=self.pruner,
