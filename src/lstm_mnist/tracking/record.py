@@ -84,8 +84,11 @@ def given_overrides(cfg: DictConfig) -> list[str]:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """The command-line overrides that make this run differ from the defaults, or 'default'."""
-    shown = [o for o in given_overrides(cfg) if not o.startswith(("logger.", "hydra.", "sweep."))]
+    """The overrides that make this run differ from the defaults, or 'default': an asynchronous
+    Optuna worker's trial values first, then the command line's."""
+    trial = list(cfg.sweep.get("overrides") or [])
+    given = [o for o in given_overrides(cfg)[: len(given_overrides(cfg)) - len(trial)]]
+    shown = trial + [o for o in given if not o.startswith(("logger.", "hydra.", "sweep."))]
     name = ",".join(shown) or "default"
     return name if len(name) <= names.MAX_NAME else name[: names.MAX_NAME - 1] + "…"
 
