@@ -3,6 +3,7 @@ the worker processes of a parallel sweep."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -17,7 +18,18 @@ class Interrupted(BaseException):
 
 
 def raise_interrupted(signum: int, frame: object) -> None:
+    # A parallel sweep's workers first (their runs are then KILLED, not left RUNNING): once this
+    # raises, the launcher may kill them outright.
+    stop_workers(signum)
     raise Interrupted(signum)
+
+
+SWEEPER_PID = "LSTM_MNIST_SWEEPER_PID"  # set by a sweep's process for the workers it starts
+
+
+def in_worker_process() -> bool:
+    """Whether this process is a worker a sweep's launcher started (joblib's)."""
+    return os.environ.get(SWEEPER_PID, str(os.getpid())) != str(os.getpid())
 
 
 def handle_interrupts() -> None:

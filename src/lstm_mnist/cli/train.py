@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from lstm_mnist.cli import ExitCode, fail, quiet, user_errors
 from lstm_mnist.config import one_line
-from lstm_mnist.interrupts import Interrupted, handle_interrupts
+from lstm_mnist.interrupts import Interrupted, handle_interrupts, in_worker_process
 from lstm_mnist.resources import CONF_DIR
 
 # How the run ended, as plain lines on stdout and in Hydra's train.log (conf/hydra/job_logging).
@@ -33,15 +33,17 @@ def task(cfg: DictConfig) -> dict[str, Any]:
 
     requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
     handle_interrupts()  # in a parallel sweep's worker process too: its run is marked KILLED
-    if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
-        from lstm_mnist.study_worker import work
-
-        return work(cfg)
     try:
+        if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
+            from lstm_mnist.study_worker import work
+
+            return work(cfg)
         result = train(cfg)
     except Interrupted as stop:  # the run is checkpointed and KILLED
         if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # a job of hydra/launcher=slurm
             slurm_stop(stop.signum, requeue)
+        if in_worker_process():  # done: the sweep's process waits for this one to exit
+            os._exit(128 + stop.signum)
         raise
     except Exception as err:
         outcome.getChild("error").error(

@@ -23,7 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.config import validate
-from lstm_mnist.interrupts import Interrupted, stop_workers
+from lstm_mnist.interrupts import SWEEPER_PID, Interrupted, stop_workers
 from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.model_policy import keep_best_models
@@ -146,6 +146,7 @@ class TrackedSweeper(Sweeper):
             trade_offs=plan.trade_offs,
         )
         parent.keep_alive(every_s=plan.config.stale_after_s / 10)
+        os.environ[SWEEPER_PID] = str(os.getpid())  # the workers it starts can tell they are
         skipped = self.start(parent)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
