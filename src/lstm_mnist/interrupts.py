@@ -44,10 +44,11 @@ def handle_interrupts() -> None:
 def stop_workers(signum: int, wait_s: float = 60) -> int:
     """Pass `signum` on to every process this one started (the workers of a parallel sweep),
     so that each checkpoints and marks its run KILLED as this one does; wait for them, and kill
-    any still there after `wait_s`. Returns how many there were."""
+    any still there after `wait_s`. Returns how many there were. Processes that ignore the
+    signal are left alone."""
     import psutil
 
-    workers = psutil.Process().children(recursive=True)
+    workers = [p for p in psutil.Process().children(recursive=True) if not ignores(p.pid, signum)]
     for worker in workers:
         try:
             worker.send_signal(signum)
@@ -57,3 +58,16 @@ def stop_workers(signum: int, wait_s: float = 60) -> int:
     for worker in alive:
         worker.kill()
     return len(workers)
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process `pid` ignores `signum` (helpers such as multiprocessing's resource
+    tracker ignore SIGINT and SIGTERM, and end with this process). Linux only; elsewhere no."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigIgn:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
