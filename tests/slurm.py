@@ -133,6 +133,7 @@ def slurm_cluster(work: Path) -> Iterator[dict[str, str]]:
     if absent := missing():
         raise RuntimeError(f"not installed: {', '.join(absent)}")
     work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # munged (user munge) writes in a folder of its own below it
     for sub in ("state", "spool", "mysql"):
         (work / sub).mkdir(exist_ok=True)
     host = socket.gethostname().split(".")[0]

@@ -128,12 +128,12 @@ def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
     slurm, mlflow_server, tmp_path
 ):
     # timeout_min=1: submitit's SIGUSR2 comes about 25 s after the start; the training is longer
-    steps = ["max_steps=6000", "val_every=500"]
+    steps = ["max_steps=1500", "val_every=500"]
     limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=3"]
     proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-4000:]
-    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 6000)
+    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 1500)
 
 
 def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server, tmp_path):
