@@ -175,6 +175,10 @@ def plot_importance(
         return None
     with warnings.catch_warnings():  # "experimental" since Optuna 2.2; stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # PED-ANOVA's note that a given target is minimised: it reads the study's direction
+        # for the first objective only when no target is given; the importances do not depend
+        # on the sign (which values are in the top quantile is what it compares)
+        warnings.filterwarnings("ignore", "PedAnovaImportanceEvaluator computes")
         ax = optuna.visualization.matplotlib.plot_param_importances(
             study,
             evaluator=IMPORTANCE[evaluator](),
