@@ -124,12 +124,18 @@ def test_requeued_job_continues_its_own_run(slurm, mlflow_server, tmp_path):
     assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 3000)
 
 
+# A 1-minute limit; SIGUSR2 30 s before it. SLURM checks time limits every 30 s, so a job gets
+# the signal 30-60 s after its start, after Python has installed submitit's handler (a signal
+# asked for earlier than the job's start-up takes would kill it: submitit's default asks 120 s
+# before the limit, at once here), and SIGTERM 30 s later.
+TIME_LIMIT = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30"]
+
+
 def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
     slurm, mlflow_server, tmp_path
 ):
-    # timeout_min=1: submitit's SIGUSR2 comes about 25 s after the start; the training is longer
-    steps = ["max_steps=1500", "val_every=500"]
-    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=3"]
+    steps = ["max_steps=1500", "val_every=500"]  # longer than one 30-60 s slot
+    limit = [*TIME_LIMIT, "hydra.launcher.max_num_timeout=3"]
     proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-4000:]
@@ -138,7 +144,7 @@ def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
 
 def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server, tmp_path):
     steps = ["max_steps=100000", "val_every=500"]
-    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0"]
+    limit = [*TIME_LIMIT, "hydra.launcher.max_num_timeout=0"]
     proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stderr[-4000:]
