@@ -7,7 +7,7 @@ A sweep whose trials differ in length (1 or 2 layers of 16 to 128 units, a media
 stops laggards) runs as the real command twice per repetition, alternating: with
 `hydra.sweeper.asynchronous=false` (batches: a batch's next trials wait for its slowest) and
 `=true` (each worker asks for its next trial as soon as its last one ends). Utilisation is the
-trials' busy time (start to end, from the study) over slots x wall time of the whole command;
+trials' busy time (each one's MLflow run, start to end) over slots x wall time of the whole command;
 medians over the repetitions. Then a simulation replays the measured trial durations on 8, 32
 and 128 slots, batches against asynchronous workers (4 trials per slot, resampled with a fixed
 seed), where start-up costs no longer hide the scheduling.
@@ -25,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import optuna
+import mlflow
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/slurm.py: the local cluster
+
+from lstm_mnist.tracking.names import OPTUNA_TRIAL, PRUNED  # noqa: E402
 
 SEARCH = [
     "sweeps=optuna",
@@ -46,7 +48,9 @@ SEARCH = [
 
 
 def run_sweep(asynchronous: bool, slots: int, trials: int, slurm: bool) -> tuple[float, list]:
-    """Wall time of the command, and the study's finished trials."""
+    """Wall time of the command, and how long each trial trained (its MLflow run's start to end:
+    the study's own times would count a batch's trials as busy until its slowest has ended),
+    with whether it was pruned."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", *SEARCH]
         cmd += [f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.asynchronous={asynchronous}"]
@@ -63,14 +67,16 @@ def run_sweep(asynchronous: bool, slots: int, trials: int, slurm: bool) -> tuple
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"sweep failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-        storage = f"sqlite:///{tmp}/optuna.db"
-        (summary,) = optuna.get_all_study_summaries(storage)
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        return wall, [t for t in study.trials if t.state.is_finished()]
+        client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, f"tags.{OPTUNA_TRIAL} != ''", max_results=1000)
+        return wall, [
+            ((r.info.end_time - r.info.start_time) / 1000, PRUNED in r.data.tags) for r in runs
+        ]
 
 
 def busy_s(trials: list) -> float:
-    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    return sum(seconds for seconds, _ in trials)
 
 
 def simulate(durations: list[float], slots: int, asynchronous: bool) -> float:
@@ -113,7 +119,7 @@ def measure(args: argparse.Namespace) -> None:
             wall, trials = run_sweep(asynchronous, args.slots, args.trials, args.slurm)
             used = busy_s(trials) / (args.slots * wall)
             utilisation[asynchronous].append(used)
-            pruned = sum(t.state.name == "PRUNED" for t in trials)
+            pruned = sum(was_pruned for _, was_pruned in trials)
             mode = "asynchronous" if asynchronous else "batches"
             print(
                 f"  rep {rep + 1} {mode:12s}: wall {wall:6.1f} s, busy {busy_s(trials):6.1f} s,"
@@ -121,9 +127,7 @@ def measure(args: argparse.Namespace) -> None:
                 flush=True,
             )
             if asynchronous:
-                durations += [
-                    (t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-                ]
+                durations += [seconds for seconds, _ in trials]
     batch, workers = (statistics.median(utilisation[a]) for a in (False, True))
     print(f"measured: batches {batch:.2f}, asynchronous {workers:.2f} (medians)")
     rng = random.Random(0)

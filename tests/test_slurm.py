@@ -4,6 +4,7 @@ into an `mlflow server` on PostgreSQL, as on a cluster."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,20 +87,21 @@ def start_sweep(tmp_path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def training_run(tracking_uri: str, tmp_path, past_step: int, timeout_s: float = 180):
-    """The sweep's (first) run, once it has logged train_loss past `past_step`."""
+def training_runs(tracking_uri: str, tmp_path, past_step: int, count: int = 1) -> list:
+    """The sweep's first `count` runs, once each has logged train_loss past `past_step`."""
     client = mlflow.MlflowClient(tracking_uri)
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         runs = (
             job_runs(tracking_uri, tmp_path / "multirun")
             if client.get_experiment_by_name("lstm-mnist")
             else []
         )
-        if runs and steps_of(tracking_uri, runs[0], "train_loss")[-1:] >= [past_step]:
-            return runs[0]
+        steps = [steps_of(tracking_uri, run, "train_loss")[-1:] for run in runs[:count]]
+        if len(steps) == count and all(s >= [past_step] for s in steps):
+            return runs[:count]
         time.sleep(0.5)
-    raise AssertionError(f"no run trained past step {past_step} in {timeout_s} s")
+    raise AssertionError(f"{count} run(s) did not train past step {past_step} in 180 s")
 
 
 def assert_one_continuous_finished_run(tracking_uri: str, tmp_path, max_steps: int) -> None:
@@ -117,7 +119,7 @@ def assert_one_continuous_finished_run(tracking_uri: str, tmp_path, max_steps: i
 def test_requeued_job_continues_its_own_run(slurm, mlflow_server, tmp_path):
     steps = ["max_steps=3000", "val_every=500"]
     proc = start_sweep(tmp_path, *steps, f"logger.tracking_uri={mlflow_server.url}")
-    run = training_run(mlflow_server.url, tmp_path, past_step=300)
+    (run,) = training_runs(mlflow_server.url, tmp_path, past_step=300)
     subprocess.run(["scontrol", "requeue", run.data.tags["slurm_job"]], check=True)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-4000:]
@@ -152,6 +154,32 @@ def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server,
     (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
     assert run.info.status == "KILLED"
     assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
+
+
+def test_sigterm_to_a_slurm_sweep_cancels_its_jobs_and_leaves_no_run_running(
+    slurm, mlflow_server, tmp_path
+):
+    steps = ["max_steps=100000", "val_every=500"]
+    proc = start_sweep(
+        tmp_path, "num_layers=1,2", *steps, f"logger.tracking_uri={mlflow_server.url}"
+    )
+    runs = training_runs(mlflow_server.url, tmp_path, past_step=20, count=2)
+    jobs = {run.data.tags["slurm_job"] for run in runs}
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 143, stderr[-4000:]
+
+    # No job of the sweep is left in the queue; each checkpointed and marked its run KILLED.
+    queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert not jobs & set(queue.split()), queue
+    states = {line[0]: line[1] for line in accounting("JobID", "State")}
+    assert all(states[job].startswith("CANCELLED") for job in jobs), states
+    client = mlflow.MlflowClient(mlflow_server.url)
+    for run in runs:
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+        assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"
 
 
 def test_asynchronous_optuna_workers_as_slurm_array_tasks(
