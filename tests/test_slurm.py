@@ -52,6 +52,7 @@ def test_grid_sweep_runs_as_one_slurm_job_array(slurm, mlflow_server, tmp_path):
     runs = job_runs(mlflow_server.url, tmp_path / "multirun")
     assert [r.data.params["num_layers"] for r in runs] == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["torch_threads"] == "1" for r in runs)  # cpus_per_task, not all cores
     (parent_id,) = {r.data.tags["mlflow.parentRunId"] for r in runs}
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs_finished"] == "2"
