@@ -27,11 +27,11 @@ def study_storage(url: str, heartbeat_s: int, retries: int) -> optuna.storages.R
     """The study's storage (an SQLAlchemy URL) with Optuna's trial heartbeat: a RUNNING trial
     whose heartbeat is older than 2 x `heartbeat_s` is failed by `optuna.storages.
     fail_stale_trials` and tried again as a new trial with the same values, at most `retries`
-    times (Optuna's RetryFailedTrialCallback: the new trial's `failed_trial` system attribute
-    names the first)."""
+    times (Optuna's RetryHeartbeatStaleTrialCallback: the new trial's `failed_trial` system
+    attribute names the first)."""
     with warnings.catch_warnings():  # "experimental" since Optuna 2.8; stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
         return optuna.storages.RDBStorage(
             url,
             heartbeat_interval=heartbeat_s,
