@@ -127,22 +127,35 @@ def test_requeued_job_continues_its_own_run(slurm, mlflow_server, tmp_path):
     assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 3000)
 
 
-# A 1-minute limit; SIGUSR2 30 s before it. SLURM checks time limits every 30 s, so a job gets
-# the signal 30-60 s after its start, after Python has installed submitit's handler (a signal
-# asked for earlier than the job's start-up takes would kill it: submitit's default asks 120 s
-# before the limit, at once here), and SIGTERM 30 s later.
-TIME_LIMIT = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30"]
+# A 2-minute limit; SIGUSR2 30 s before it. SLURM checks time limits every 30 s and may send the
+# signal up to 60 s early (sbatch(1), --signal), so it comes 30-90 s after the job's start: after
+# Python has installed submitit's handler (a signal before that kills the job; with submitit's
+# default of 120 s and a 1-minute limit, it came at once).
+TIME_LIMIT = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
+LONG_STEPS = 5000  # about 100 s of training at 1 thread here: longer than one start's 30-90 s
 
 
 def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
     slurm, mlflow_server, tmp_path
 ):
-    steps = ["max_steps=1500", "val_every=500"]  # longer than one 30-60 s slot
+    steps = [f"max_steps={LONG_STEPS}", "val_every=500"]
     limit = [*TIME_LIMIT, "hydra.launcher.max_num_timeout=3"]
     proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
+    # Once the job has been requeued at its time limit and continues its run, give it the time
+    # to end: where the signal comes in a 60 s window, the number of requeues is left to chance.
+    log = tmp_path / "multirun" / "0" / "train.log"
+    deadline = time.monotonic() + 300
+    while "continuing its run" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, "the job was not requeued"
+        time.sleep(1)
+    (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
+    job = run.data.tags["slurm_job"]
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], check=True)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-4000:]
-    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 1500)
+    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, LONG_STEPS)
+    submitit_log = next((tmp_path / "multirun" / ".submitit").glob("*/*_0_log.out")).read_text()
+    assert "this job is timed-out" in submitit_log  # requeued by the time limit's SIGUSR2
 
 
 def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server, tmp_path):
