@@ -114,6 +114,7 @@ def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
         text=True,
         cwd=tmp_path,
         env=env,
+        start_new_session=True,  # its own process group, as a terminal gives a command
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -314,9 +315,24 @@ def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
     assert parent.info.status == "KILLED" and int(parent.data.tags["jobs_killed"]) == 1
 
 
-def test_sigterm_to_a_parallel_sweep_stops_every_worker_and_leaves_nothing_running(tmp_path):
+def ctrl_c(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to every process of the command
+
+
+def sigterm(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)  # as a scheduler or `kill` does: to the command only
+
+
+# With SIGTERM, a third worker idles (loky starts n_jobs at once); with Ctrl-C it would die
+# of it, and loky would kill the others: a gap of loky's (interrupts.py).
+@pytest.mark.parametrize("interrupt, exit_code, n_jobs", [(sigterm, 143, 3), (ctrl_c, 130, 2)])
+def test_interrupted_parallel_sweep_stops_every_worker_and_leaves_nothing_running(
+    tmp_path, interrupt, exit_code, n_jobs
+):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    parallel = ["num_layers=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    # Two jobs whose steps differ 100-fold, so that one has ended its run long before the other:
+    # loky kills every worker as soon as one exits.
+    parallel = ["num_units=16,1024", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
     proc, _ = start_training(tmp_path, *parallel, multirun=True)
     deadline = time.monotonic() + 120
     while not (
@@ -326,15 +342,16 @@ def test_sigterm_to_a_parallel_sweep_stops_every_worker_and_leaves_nothing_runni
         time.sleep(0.5)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert workers
-    proc.send_signal(signal.SIGTERM)
+    interrupt(proc)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr[-2000:]
+    assert proc.returncode == exit_code, stderr[-2000:]
     # No worker trains on after the command has exited, and no run is left RUNNING. Helpers
     # that ignore SIGTERM (the resource tracker) end with the command: give them a moment.
     _, left = psutil.wait_procs(workers, timeout=10)
     assert not [w for w in left if w.status() != psutil.STATUS_ZOMBIE], left
     runs = runs_in(store)
-    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]
+    job_logs = "".join(p.read_text() for p in sorted((tmp_path / "multirun").rglob("*.log")))
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], stderr[-3000:] + job_logs
     for run in runs:  # each worker checkpointed its last step
         assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
     (parent,) = runs_in(store, parents=True)

@@ -1,11 +1,29 @@
 """Ctrl-C and SIGTERM as an exception that stops a run without being its error, passed on to
-the worker processes of a parallel sweep."""
+the worker processes of a parallel sweep.
+
+A parallel sweep's workers are loky's (joblib's pool), and loky kills all its workers outright
+(SIGKILL) as soon as one exits. So no worker may exit before every one has ended its run: a
+worker takes interrupts only while it runs a job (interrupts_raised), stops itself once its run
+is ended (wait_for_the_sweep), and the sweep's process kills them all once all are done
+(stop_workers). One gap is loky's: a worker that has not run a job yet (n_jobs above the jobs
+left) dies of the terminal's Ctrl-C, and loky then kills the others; SIGTERM has no such gap."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import psutil
+
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+SWEEPER_PID = "LSTM_MNIST_SWEEPER_PID"  # set by a sweep's process for the workers it starts
 
 
 class Interrupted(BaseException):
@@ -24,7 +42,21 @@ def raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-SWEEPER_PID = "LSTM_MNIST_SWEEPER_PID"  # set by a sweep's process for the workers it starts
+@contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM raise Interrupted (training checkpoints first: see
+    checkpoints.CheckpointOnInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only a process's main thread may set handlers; it has them already
+        return
+    handlers = {signum: signal.signal(signum, raise_interrupted) for signum in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if in_worker_process():  # idle now: the terminal's Ctrl-C must not end it
+            signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
 def in_worker_process() -> bool:
@@ -32,42 +64,71 @@ def in_worker_process() -> bool:
     return os.environ.get(SWEEPER_PID, str(os.getpid())) != str(os.getpid())
 
 
-def handle_interrupts() -> None:
-    """From now on Ctrl-C and SIGTERM raise Interrupted (training checkpoints first: see
-    checkpoints.CheckpointOnInterrupt)."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # only a process's main thread may set handlers; it has them already
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, raise_interrupted)
-
-
 def stop_workers(signum: int, wait_s: float = 60) -> int:
-    """Pass `signum` on to every process this one started (the workers of a parallel sweep),
-    so that each checkpoints and marks its run KILLED as this one does; wait for them, and kill
-    any still there after `wait_s`. Returns how many there were. Processes that ignore the
-    signal are left alone."""
+    """End the worker processes this one started (a parallel sweep's) so that each job running
+    in one checkpoints and marks its run KILLED, as this process does: pass `signum` on to the
+    workers running a job (those that handle SIGTERM: interrupts_raised), wait until each has
+    stopped itself, then kill every worker, idle ones too. A Ctrl-C is not passed on: the
+    terminal has sent it to the workers already, and a second would stop them at once. After
+    `wait_s`, workers still running are killed too. Returns how many ran a job. Helpers that
+    ignore `signum` (multiprocessing's resource tracker) end with this process: left alone."""
     import psutil
 
-    workers = [p for p in psutil.Process().children(recursive=True) if not ignores(p.pid, signum)]
+    workers = [p for p in psutil.Process().children() if not ignores(p.pid, signum)]
+    running = [p for p in workers if handles(p.pid, signal.SIGTERM)]
+    for worker in running:
+        try:
+            if signum != signal.SIGINT or os.getpgid(worker.pid) != os.getpgrp():
+                worker.send_signal(signum)
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            pass
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not all(stopped(p) for p in running):
+        time.sleep(0.1)
     for worker in workers:
         try:
-            worker.send_signal(signum)
+            for process in [*worker.children(recursive=True), worker]:
+                process.kill()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(workers, timeout=wait_s)
-    for worker in alive:
-        worker.kill()
-    return len(workers)
+    psutil.wait_procs(workers, timeout=10)
+    return len(running)
+
+
+def wait_for_the_sweep() -> NoReturn:
+    """In a parallel sweep's worker whose run has ended: stop (SIGSTOP) rather than exit, and
+    let the sweep's process end it once every worker is done (stop_workers)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(1)  # continued by someone else: there is nothing left to do
+
+
+def stopped(process: psutil.Process) -> bool:
+    import psutil
+
+    try:
+        return process.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def ignores(pid: int, signum: int) -> bool:
-    """Whether process `pid` ignores `signum` (helpers such as multiprocessing's resource
-    tracker ignore SIGINT and SIGTERM, and end with this process). Linux only; elsewhere no."""
+    """Whether process `pid` ignores `signum`. Linux only; elsewhere no."""
+    return in_signal_mask(pid, "SigIgn", signum, default=False)
+
+
+def handles(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum`. Linux only; elsewhere yes."""
+    return in_signal_mask(pid, "SigCgt", signum, default=True)
+
+
+def in_signal_mask(pid: int, mask: str, signum: int, default: bool) -> bool:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("SigIgn:"):
+                if line.startswith(f"{mask}:"):
                     return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
     except OSError:
         pass
-    return False
+    return default

@@ -18,7 +18,12 @@ from omegaconf import DictConfig
 
 from lstm_mnist.cli import ExitCode, fail, quiet, user_errors
 from lstm_mnist.config import one_line
-from lstm_mnist.interrupts import Interrupted, handle_interrupts, in_worker_process
+from lstm_mnist.interrupts import (
+    Interrupted,
+    in_worker_process,
+    interrupts_raised,
+    wait_for_the_sweep,
+)
 from lstm_mnist.resources import CONF_DIR
 
 # How the run ended, as plain lines on stdout and in Hydra's train.log (conf/hydra/job_logging).
@@ -32,26 +37,27 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
 
     requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
-    handle_interrupts()  # in a parallel sweep's worker process too: its run is marked KILLED
-    try:
-        if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
-            from lstm_mnist.study_worker import work
+    # In a parallel sweep's worker process too, for this job only: its run is marked KILLED.
+    with interrupts_raised():
+        try:
+            if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
+                from lstm_mnist.study_worker import work
 
-            return work(cfg)
-        result = train(cfg)
-    except Interrupted as stop:  # the run is checkpointed and KILLED
-        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # a job of hydra/launcher=slurm
-            slurm_stop(stop.signum, requeue)
-        if in_worker_process():  # done: the sweep's process waits for this one to exit
-            os._exit(128 + stop.signum)
-        raise
-    except Exception as err:
-        outcome.getChild("error").error(
-            f"error: {type(err).__name__}: {' '.join(str(err).split())}"
-        )
-        if HydraConfig.get().mode == RunMode.RUN:  # else the sweeper records it and goes on
-            exit_on(err)  # here, before Hydra prints a line of its own about it
-        raise
+                return work(cfg)
+            result = train(cfg)
+        except Interrupted as stop:  # the run is checkpointed and KILLED
+            if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # a job of hydra/launcher=slurm
+                slurm_stop(stop.signum, requeue)
+            if in_worker_process():
+                wait_for_the_sweep()
+            raise
+        except Exception as err:
+            outcome.getChild("error").error(
+                f"error: {type(err).__name__}: {' '.join(str(err).split())}"
+            )
+            if HydraConfig.get().mode == RunMode.RUN:  # else the sweeper records it and goes on
+                exit_on(err)  # here, before Hydra prints a line of its own about it
+            raise
     outcome.info(
         f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
     )
@@ -75,9 +81,9 @@ def slurm_stop(signum: int, requeue: Any) -> None:
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing: we print
     quiet()
-    handle_interrupts()
     try:
-        task()
+        with interrupts_raised():
+            task()
     except (ConfigCompositionException, OverrideParseException) as err:
         fail(one_line(err))
     except Interrupted as stop:  # ends a sweep too: its remaining jobs do not start
