@@ -105,14 +105,15 @@ def training_runs(tracking_uri: str, tmp_path, past_step: int, count: int = 1) -
     raise AssertionError(f"{count} run(s) did not train past step {past_step} in 180 s")
 
 
-def assert_one_continuous_finished_run(tracking_uri: str, tmp_path, max_steps: int) -> None:
+def assert_one_continuous_run(tracking_uri: str, tmp_path, status: str, max_steps: int = 0) -> None:
+    """The sweep's one run ended `status`, continued by a restarted job with every metric step
+    once: up to `max_steps` (a finished run) or to its last logged step (a cancelled one)."""
     (run,) = job_runs(tracking_uri, tmp_path / "multirun")
-    assert run.info.status == "FINISHED"
-    assert steps_of(tracking_uri, run, "train_loss") == list(range(10, max_steps + 1, 10))
-    val_every = 500
-    assert steps_of(tracking_uri, run, "val_acc") == list(
-        range(val_every, max_steps + 1, val_every)
-    )
+    assert run.info.status == status
+    logged = steps_of(tracking_uri, run, "train_loss")
+    assert logged == list(range(10, (max_steps or logged[-1]) + 1, 10))
+    validated = steps_of(tracking_uri, run, "val_acc")  # every 500 steps
+    assert validated == list(range(500, (max_steps or 500 * len(validated)) + 1, 500))
     log = (tmp_path / "multirun" / "0" / "train.log").read_text()
     assert f"continuing its run {run.info.run_id}" in log
 
@@ -124,7 +125,7 @@ def test_requeued_job_continues_its_own_run(slurm, mlflow_server, tmp_path):
     subprocess.run(["scontrol", "requeue", run.data.tags["slurm_job"]], check=True)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-4000:]
-    assert_one_continuous_finished_run(mlflow_server.url, tmp_path, 3000)
+    assert_one_continuous_run(mlflow_server.url, tmp_path, "FINISHED", max_steps=3000)
 
 
 # A 2-minute limit; SIGUSR2 30 s before it. SLURM checks time limits every 30 s and may send the
@@ -153,14 +154,7 @@ def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
     training_runs(mlflow_server.url, tmp_path, past_step=stopped_at + 100)
     subprocess.run(["scancel", run.data.tags["slurm_job"]], check=True)
     proc.communicate(timeout=180)
-
-    run = mlflow.MlflowClient(mlflow_server.url).get_run(run.info.run_id)
-    assert run.info.status == "KILLED"  # cancelled by the test, after it had continued
-    logged = steps_of(mlflow_server.url, run, "train_loss")
-    assert logged == list(range(10, logged[-1] + 1, 10))  # no step missing or logged twice
-    validated = steps_of(mlflow_server.url, run, "val_acc")
-    assert validated == list(range(500, 500 * len(validated) + 1, 500))
-    assert f"continuing its run {run.info.run_id}" in log.read_text()
+    assert_one_continuous_run(mlflow_server.url, tmp_path, "KILLED")  # cancelled, once continued
     submitit_log = next((tmp_path / "multirun" / ".submitit").glob("*/*_0_log.out")).read_text()
     assert "this job is timed-out" in submitit_log  # requeued by the time limit's SIGUSR2
 
