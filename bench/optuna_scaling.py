@@ -25,12 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlflow
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/slurm.py: the local cluster
 
-from lstm_mnist.tracking.names import OPTUNA_TRIAL, PRUNED  # noqa: E402
+# Tags of a trial's run (lstm_mnist's tracking names; repeated so that this script depends on no
+# module of it): which Optuna trial it trained, and, on a pruned trial's run, when and why.
+OPTUNA_TRIAL = "optuna_trial"
+PRUNED = "pruned"
 
 SEARCH = [
     "sweeps=optuna",
@@ -51,6 +52,8 @@ def run_sweep(asynchronous: bool, slots: int, trials: int, slurm: bool) -> tuple
     """Wall time of the command, and how long each trial trained (its MLflow run's start to end:
     the study's own times would count a batch's trials as busy until its slowest has ended),
     with whether it was pruned."""
+    import mlflow
+
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", *SEARCH]
         cmd += [f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.asynchronous={asynchronous}"]

@@ -1,13 +1,13 @@
 """Training throughput: the product's Lightning path against a minimal PyTorch loop.
 
 Trains the same model for a fixed number of steps (a) through the product: the config composed
-from conf/ with Hydra's compose API, `LSTMClassifierModule`, `MNISTDataModule` and the `pl.Trainer`
-that conf/trainer/<cpu|gpu>.yaml describes (its progress bar callback included; MLflow logger
-off, no checkpoints: those belong to train.py, not to the training path) and (b) through a
-hand-written loop over the same in-memory tensors (gather a batch, forward, cross-entropy,
-backward, Adam). A and B alternate in one process over several repetitions, and medians are
-reported, since the machine may be shared. The first `--warmup` steps of every repetition are
-not timed.
+from conf/ with Hydra's compose API, the `ClassifierModule` of conf/model, the `MNISTDataModule` of
+conf/data and the `pl.Trainer` that conf/trainer/<cpu|gpu>.yaml describes, with the callbacks of
+conf/callbacks (the progress bar included; MLflow logger off, no checkpoints: those belong to the
+tracked run, not to the training path) and (b) through a hand-written loop over the same
+in-memory tensors (gather a batch, `RNNClassifier` forward, cross-entropy, backward, Adam). A and
+B alternate in one process over several repetitions, and medians are reported, since the machine
+may be shared. The first `--warmup` steps of every repetition are not timed.
 
     python bench/throughput.py                                   # CPU, fp32 and bf16-mixed
     python bench/throughput.py --steps 40 --reps 3 --precision 32-true
@@ -28,21 +28,31 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+if str(ROOT / "src") not in sys.path:  # a checkout without `pip install -e .` (the GPU machine)
+    sys.path.insert(0, str(ROOT / "src"))
 
-from lstm_mnist.model import LSTMClassifier  # noqa: E402
+# torch, Lightning and lstm_mnist are imported in the functions that use them, so that --help
+# answers at once.
 
-DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
+DTYPES = {"32-true": "float32", "bf16-mixed": "bfloat16"}  # precision -> torch dtype name
 DTYPES_DEFAULT = "32-true"
 
 
+def dtype_of(precision: str):
+    import torch
+
+    return getattr(torch, DTYPES[precision])
+
+
 def sync(device: str) -> None:
+    import torch
+
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -52,7 +62,11 @@ def compose(precision: str, args: argparse.Namespace, tmp: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import lstm_mnist.config  # noqa: F401  (registers the schema)
+    # Registers conf/config.yaml's `schema` default (and the resolver of its sweeps/ search path).
+    try:
+        import lstm_mnist.schema  # noqa: F401
+    except ImportError:
+        import lstm_mnist.config  # noqa: F401  (its name before the rename)
 
     overrides = [
         f"trainer={'gpu' if args.device == 'cuda' else 'cpu'}",
@@ -69,21 +83,30 @@ def compose(precision: str, args: argparse.Namespace, tmp: str):
         return hydra_compose("config", overrides=overrides)
 
 
-class StepClock(pl.Callback):
-    """perf_counter at the end of the last warm-up step and of the last step."""
+def step_clock(warmup: int, last: int, device: str):
+    """A callback that reads perf_counter at the end of the last warm-up step (at the start of
+    training without warm-up) and of the last step (`t0`, `t1`)."""
+    import pytorch_lightning as pl
 
-    def __init__(self, warmup: int, last: int, device: str) -> None:
-        self.warmup, self.last, self.device = warmup, last, device
-        self.t0 = self.t1 = 0.0
+    class StepClock(pl.Callback):
+        def __init__(self) -> None:
+            self.t0 = self.t1 = 0.0
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step  # steps completed
-        if step == self.warmup:
-            sync(self.device)
-            self.t0 = time.perf_counter()
-        elif step == self.last:
-            sync(self.device)
-            self.t1 = time.perf_counter()
+        def on_train_start(self, trainer, module) -> None:
+            if warmup == 0:
+                sync(device)
+                self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step  # steps completed
+            if step == warmup:
+                sync(device)
+                self.t0 = time.perf_counter()
+            if step == last:
+                sync(device)
+                self.t1 = time.perf_counter()
+
+    return StepClock()
 
 
 def product_datamodule(args: argparse.Namespace):
@@ -98,19 +121,21 @@ def product_datamodule(args: argparse.Namespace):
 
 def run_product(precision: str, args: argparse.Namespace, seed: int, datamodule) -> float:
     """Samples/s of the timed steps through the product's training path."""
+    import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(precision, args, tmp)
         pl.seed_everything(seed, verbose=False)
         model = instantiate(cfg.model)
-        clock = StepClock(args.warmup, args.warmup + args.steps, args.device)
-        # The callbacks of the trainer config (the progress bar), logger and checkpoints off.
-        callbacks = [*instantiate(cfg.trainer.callbacks), clock]
+        clock = step_clock(args.warmup, args.warmup + args.steps, args.device)
+        # The callbacks every run gets (conf/callbacks: the progress bar, ...), as the tracked
+        # run instantiates them; logger and checkpoints off.
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False
+            cfg.trainer, callbacks=[*callbacks, clock], logger=False, enable_checkpointing=False
         )
-        if args.quiet_bar:
+        if args.quiet_bar and trainer.progress_bar_callback is not None:
             trainer.progress_bar_callback.disable()
         trainer.fit(model, datamodule=datamodule)
     return args.steps * args.batch_size / (clock.t1 - clock.t0)
@@ -118,11 +143,19 @@ def run_product(precision: str, args: argparse.Namespace, seed: int, datamodule)
 
 def run_plain(precision: str, args: argparse.Namespace, seed: int, datamodule) -> float:
     """Samples/s of the timed steps through a minimal hand-written loop over the same tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    from lstm_mnist.model import RNNClassifier
+
     device, bs = args.device, args.batch_size
     train = datamodule.splits["train"]
     images, labels = train.images.to(device), train.labels.to(device)  # as the product has them
     torch.manual_seed(seed)
-    model = LSTMClassifier(args.num_units, args.num_layers, args.dropout).to(device).train()
+    model = RNNClassifier(
+        cell="lstm", num_units=args.num_units, num_layers=args.num_layers, dropout=args.dropout
+    )
+    model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     n = len(labels)
@@ -146,6 +179,8 @@ def run_plain(precision: str, args: argparse.Namespace, seed: int, datamodule) -
 
 def matmul_peak(dtype: torch.dtype, device: str, n: int, batch_s: float = 0.3) -> float:
     """GFLOP/s of an n x n x n matmul in `dtype` (median of three timed batches)."""
+    import torch
+
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     a @ b
@@ -191,6 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         "--quiet-bar", action="store_true", help="hide the product's progress bar (not the default)"
     )
     args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.reps < 1:
+        p.error("--steps and --reps must be >= 1, --warmup >= 0")
+
+    import pytorch_lightning as pl
+    import torch
+
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -231,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     n = args.peak_n or (8192 if args.device == "cuda" else 1024)
     peaks: dict[torch.dtype, float] = {}
     if not args.no_peak:
-        for dtype in dict.fromkeys(DTYPES[p] for p in args.precision):
+        for dtype in dict.fromkeys(dtype_of(p) for p in args.precision):
             peaks[dtype] = matmul_peak(dtype, args.device, n)
     print(f"\ntraining FLOPs per sample: {flops / 1e6:.1f} MFLOP (3x forward)")
     for dtype, peak in peaks.items():
@@ -254,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         prod = statistics.median(rates[(precision, "product")])
         plain = statistics.median(rates[(precision, "plain")])
         gflops = prod * flops / 1e9
-        dtype = torch.float32 if fp32_lstm else DTYPES[precision]
+        dtype = torch.float32 if fp32_lstm else dtype_of(precision)
         pct = f"{100 * gflops / peaks[dtype]:5.1f}%" if dtype in peaks else "  n/a"
         print(
             f"{precision:10s} {prod:9.1f} {plain:9.1f} {prod / plain:6.3f} {gflops:8.2f}  {pct}"

@@ -11,6 +11,7 @@ as cp312 manylinux wheels (pure-Python sdists, antlr4 4.9.3, are built into whee
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -52,6 +53,10 @@ def closure(roots: list[str], have: set[str]) -> dict[str, str]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args()
     have = {
         norm(n)
         for n in (ROOT / "scripts/gpu_image_packages.txt").read_text().split()

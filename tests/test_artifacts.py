@@ -12,12 +12,12 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 from PIL import Image
 
 from lstm_mnist.data import DEFAULT_DIRS, FILES, read_idx
 from lstm_mnist.digits import to_mnist
-from lstm_mnist.tracking.store import Store
+from lstm_mnist.tracking import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,11 +9,11 @@ import mlflow
 import optuna
 import pytest
 import pytorch_lightning as pl
-from conftest import run_cli, runs_in
+from helpers import run_cli, runs_in
 
-import lstm_mnist.train
+import lstm_mnist.training
 from lstm_mnist.data import BatchedTensorDataset
-from lstm_mnist.train import train
+from lstm_mnist.training import train
 
 
 def error_lines(proc) -> list[str]:
@@ -92,7 +92,9 @@ def test_pruned_trial_run_never_reads_failed(make_cfg, monkeypatch):
         def on_validation_end(self, trainer, pl_module):
             raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
-    monkeypatch.setattr(lstm_mnist.train, "trial_callbacks", lambda cfg: [PruneAtFirstValidation()])
+    monkeypatch.setattr(
+        lstm_mnist.training, "trial_callbacks", lambda cfg, job: [PruneAtFirstValidation()]
+    )
     spy = Spy(monkeypatch)
     with pytest.raises(optuna.TrialPruned):
         train(cfg)

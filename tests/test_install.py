@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, runs_in
+from helpers import ROOT, runs_in
 
 HEAVY = {"torch", "mlflow", "optuna", "pytorch_lightning"}
 
@@ -44,7 +44,7 @@ def test_help_and_typo_answer_without_heavy_imports(tmp_path, command):
 
 
 def test_help_page_lists_knobs_groups_recipes_and_sweeps_with_their_values(tmp_path):
-    from lstm_mnist.config import RULES
+    from lstm_mnist.schema import RULES
 
     help_page = subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), "num_layers=2", "--help"],

@@ -64,9 +64,9 @@ def test_gru_cell_is_one_argument():
 
 
 def test_gru_trains_and_is_recorded(make_cfg):
-    from conftest import runs_in
+    from helpers import runs_in
 
-    from lstm_mnist.train import train
+    from lstm_mnist.training import train
 
     cfg, store = make_cfg("model.cell=gru", "artifacts.model=false", "artifacts.pictures=false")
     train(cfg)

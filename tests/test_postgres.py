@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 

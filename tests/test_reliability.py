@@ -14,13 +14,13 @@ import psutil
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
+from helpers import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
-import lstm_mnist.train
+import lstm_mnist.training
 from lstm_mnist.data import BatchedTensorDataset
 from lstm_mnist.interrupts import Interrupted
-from lstm_mnist.tracking.store import Store
-from lstm_mnist.train import train
+from lstm_mnist.tracking import Store
+from lstm_mnist.training import train
 
 
 def test_nan_loss_stops_the_run_as_failed_with_its_reason(make_cfg, monkeypatch):
@@ -74,7 +74,9 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_the_uninterrupted_one(
             if trainer.global_step == 37:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(lstm_mnist.train, "trial_callbacks", lambda cfg: [SigtermAtStep37()])
+    monkeypatch.setattr(
+        lstm_mnist.training, "trial_callbacks", lambda cfg, job: [SigtermAtStep37()]
+    )
     cfg, _ = make_cfg(*same)
     with pytest.raises(Interrupted):
         train(cfg)

@@ -10,7 +10,7 @@ import sys
 import time
 
 import mlflow
-from conftest import ROOT, run_cli, steps_of, tiny_cli_args
+from helpers import ROOT, run_cli, steps_of, tiny_cli_args
 from test_postgres import job_runs
 from test_sweeps import ASYNC_SEARCH, assert_no_barrier
 

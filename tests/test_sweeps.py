@@ -15,11 +15,10 @@ import mlflow
 import optuna
 import pytest
 import scipy.stats
-from conftest import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
+from helpers import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
-from lstm_mnist.cli import compare
-from lstm_mnist.tracking.names import Objective
-from lstm_mnist.tracking.store import Store
+from lstm_mnist.cli import compare_command
+from lstm_mnist.tracking import Objective, Store
 
 
 def sweep_args(tmp_path, *drop: str) -> list[str]:
@@ -151,7 +150,7 @@ def test_optuna_sweep_prunes_resumes_and_compares(tmp_path, capsys):
     assert study.trials[2].params == {"lr": 3.0e-3, "dropout": 0.0}
     assert len(runs_in(store)) == 3 and len(runs_in(store, parents=True)) == 1
 
-    compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    compare_command.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
     printed = capsys.readouterr().out.splitlines()
     best = max(runs_in(store), key=lambda r: r.data.metrics["val_acc"])
     header = printed[1].split()
@@ -273,7 +272,7 @@ def test_replicates_rank_configurations_by_their_mean_with_intervals(tmp_path, c
         tests = [r.data.metrics["test_acc"] for r in seeds]
         assert group.data.metrics["test_acc_mean"] == pytest.approx(by_hand(tests)[0])
 
-    compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    compare_command.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
     printed = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(printed) if line.startswith("configurations"))
     header, first, second = (line.split("  ") for line in printed[start + 1 : start + 4])
@@ -442,7 +441,7 @@ def test_pareto_sweep_records_its_front(tmp_path, capsys):
     members = json.load(open(client.download_artifacts(parent.info.run_id, "pareto_set.json")))
     assert {run_id for m in members for run_id in m["runs"]} == front
 
-    compare.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    compare_command.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
     printed = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(printed) if line.startswith("Pareto set"))
     assert printed[start + 1].split()[-3:] == ["val_acc", "num_params", "latency_ms"]

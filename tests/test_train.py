@@ -2,7 +2,7 @@
 
 import mlflow
 import pytest
-from conftest import ROOT, run_cli, runs_in, steps_of
+from helpers import ROOT, run_cli, runs_in, steps_of
 from hydra import compose, initialize_config_dir
 
 
@@ -109,7 +109,7 @@ def test_run_records_system_metrics_of_this_machine(short_run):
 
 
 def test_early_stopping_ends_a_run_that_stops_improving_and_says_so(make_cfg, tmp_path):
-    from lstm_mnist.train import train
+    from lstm_mnist.training import train
 
     # lr=1e-9 cannot change a prediction: val_acc never improves on its first value.
     cfg, store = make_cfg("lr=1e-9", "dropout=0", "val_every=5", "patience=2")

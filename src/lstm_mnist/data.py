@@ -23,8 +23,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from lstm_mnist.resources import DATA_DIR
 from lstm_mnist.resumable import ResumableBatches, ResumableLoader
 
-# Where each dataset is read from by default. Debian's Fashion-MNIST ships no checksums, so the
-# expected ones live in the repository (data/fashion_mnist/SHA256SUMS).
+# Where each dataset is read from by default (schema.DATASETS names them for the config checks).
+# Debian's Fashion-MNIST ships no checksums, so the expected ones live in the repository
+# (data/fashion_mnist/SHA256SUMS).
 DEFAULT_DIRS = {
     "mnist": DATA_DIR / "mnist",
     "fashion_mnist": Path("/usr/share/datasets/fashion-mnist"),

@@ -39,7 +39,7 @@ def lstm_needs_fp32(x: torch.Tensor) -> bool:
     return not _cpu_has_native(torch.get_autocast_dtype("cpu"))
 
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}  # schema.CELL_TYPES names them for the config checks
 
 
 class RNNClassifier(nn.Module):

@@ -1,44 +1,49 @@
 """This project's Hydra sweepers, as Hydra finds them: thin facades whose implementation
-(_grid.py, _optuna.py, on lstm_mnist/tracking/sweeper.py) is imported only when a sweep starts.
+(lstm_mnist/sweeping/) is imported only when a sweep starts, as Hydra's own Optuna sweeper does.
 Hydra imports every plugin module at start-up, so `--help` and a typo pay for none of it.
 (Hydra refuses plugins outside the hydra_plugins namespace package.)
 """
 
 from __future__ import annotations
 
-import importlib
-from abc import abstractmethod
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
 
-class LazySweeper(Sweeper):
-    @property
-    @abstractmethod
-    def implementation(self) -> str:
-        """module:class of the sweeper that does the work"""
+class Facade(Sweeper):
+    """Hands everything to the sweeper `implementation()` returns, imported when called."""
+
+    @staticmethod
+    def implementation() -> type[Sweeper]:
+        raise NotImplementedError
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = settings
+        self.impl = self.implementation()(**settings)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        module, name = self.implementation.split(":")
-        self.impl = getattr(importlib.import_module(module, __name__), name)(**self.settings)
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
         return self.impl.sweep(arguments)
 
 
-class GridSweeper(LazySweeper):
+class GridSweeper(Facade):
     """Every combination of the swept values (conf/hydra/sweeper/grid.yaml)."""
 
-    implementation = "._grid:GridSweep"
+    @staticmethod
+    def implementation() -> type[Sweeper]:
+        from lstm_mnist.sweeping.grid import GridSweep
+
+        return GridSweep
 
 
-class OptunaSweeper(LazySweeper):
+class OptunaSweeper(Facade):
     """Optuna search with pruning (conf/hydra/sweeper/optuna.yaml)."""
 
-    implementation = "._optuna:OptunaSweep"
+    @staticmethod
+    def implementation() -> type[Sweeper]:
+        from lstm_mnist.sweeping.optuna.sweeper import OptunaSweep
+
+        return OptunaSweep

@@ -1,6 +1,7 @@
-"""The commands (train, predict, compare): they parse, run the library and turn what it raises
-into one line and an exit code. Only these exit; they import torch, Lightning, MLflow and Optuna
-after parsing, so `--help` and a mistyped option answer at once."""
+"""The commands (train, predict, compare, clean), one module each (*_command.py): they parse,
+run the library and turn what it raises into one line and an exit code. Only these exit; they
+import torch, Lightning, MLflow and Optuna after parsing, so `--help` and a mistyped option
+answer at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import warnings
 from enum import IntEnum
 from typing import NoReturn
 
+from lstm_mnist.display import one_line
 from lstm_mnist.tracking.names import DEFAULT_URI
 
 
@@ -25,14 +27,14 @@ class ExitCode(IntEnum):
 
 def fail(err: BaseException | str) -> NoReturn:
     """Exit FAILED with `error: <message>` as one line on stderr."""
-    print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    print(f"error: {one_line(err)}", file=sys.stderr)
     sys.exit(ExitCode.FAILED)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """What a bad value, file, store or training outcome raises (as opposed to a bug here)."""
     from lstm_mnist.data import DataError
-    from lstm_mnist.tracking.store import StoreError
+    from lstm_mnist.tracking import StoreError
 
     return (ValueError, DataError, StoreError, FloatingPointError, OSError, MemoryError)
 

@@ -1,12 +1,76 @@
 """Everything MLflow knows about a run and a sweep, written from here only.
 
-- names.py: tag keys and the objective, each named once;
-- store.py: a tracking URI made into a client, an experiment, the study storage beside it;
-- record.py: what a run records: params, tags, config, the model, the test report;
-- run.py: one training run's life, from its params to its one final status;
-- sweep.py: a sweep's parent run, which the jobs' runs (or its configurations' runs) are nested
-  under, with its best configuration and Pareto set;
-- configurations.py: runs grouped by configuration and ranked (by mean, or Pareto dominance);
-- model_policy.py: artifacts.model=best, the logged models of the best configurations only;
-- sweeper.py: the loop both Hydra sweepers share (check, open the parent, launch, close).
+- names.py: tag keys, the metrics a run logs and the objective, each named once;
+- store.py: a tracking URI made into a client, an experiment, the study storage beside it, gc;
+- identity.py: what identifies a run, without torch: params, config hashes, name, tags;
+- artifacts.py: what a run uploads: config, the model, the test report;
+- run.py: one training run's life, from its params to its one final status (the only writer of
+  statuses);
+- parent.py: a sweep's parent run, which the jobs' runs (or its configurations' runs) are nested
+  under: SweepRun writes it, SweepRecord reads it;
+- ranking.py: runs grouped by configuration and ranked (by mean, or Pareto dominance);
+- system.py: MLflow's system metrics, of the run's own GPU.
+
+The names below are this package's door. They are imported when first used, so that importing
+`lstm_mnist.tracking.names` (the commands' --help does) pays for no MLflow or torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lstm_mnist.tracking.names import DEFAULT_URI, METRICS, Objective
+    from lstm_mnist.tracking.parent import (
+        JOB_STATES,
+        Outcome,
+        SweepRecord,
+        SweepRun,
+        finished,
+        is_finished,
+        job_state,
+    )
+    from lstm_mnist.tracking.run import TrackedRun, tracked_run
+    from lstm_mnist.tracking.store import Store, StoreError
+
+# name -> the module of this package that defines it
+_DOOR = {
+    "DEFAULT_URI": "names",
+    "METRICS": "names",
+    "Objective": "names",
+    "Store": "store",
+    "StoreError": "store",
+    "TrackedRun": "run",
+    "tracked_run": "run",
+    "SweepRun": "parent",
+    "SweepRecord": "parent",
+    "Outcome": "parent",
+    "JOB_STATES": "parent",
+    "finished": "parent",
+    "is_finished": "parent",
+    "job_state": "parent",
+}
+
+__all__ = [
+    "DEFAULT_URI",
+    "JOB_STATES",
+    "METRICS",
+    "Objective",
+    "Outcome",
+    "Store",
+    "StoreError",
+    "SweepRecord",
+    "SweepRun",
+    "TrackedRun",
+    "finished",
+    "is_finished",
+    "job_state",
+    "tracked_run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DOOR:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_DOOR[name]}"), name)

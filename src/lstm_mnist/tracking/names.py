@@ -1,4 +1,5 @@
-"""Names that several modules must agree on, each defined once: tag keys and the objective."""
+"""Names that several modules must agree on, each defined once: tag keys, the metrics a run
+logs, and the objective."""
 
 from __future__ import annotations
 
@@ -58,6 +59,19 @@ MAX_TAG = 5000  # MLflow's limit on a tag value
 
 DIRECTIONS = ("maximize", "minimize")
 
+# The metrics a training run logs (module.py; cost.py after testing): what an objective or a
+# Pareto sweep's trade-off may name.
+METRICS = (
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "test_loss",
+    "train_acc",
+    "train_loss",
+    "num_params",
+    "latency_ms",
+)
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -87,6 +101,8 @@ class Objective:
 
     @classmethod
     def checked(cls, metric: str, direction: str) -> Objective:
+        if metric not in METRICS:
+            raise ValueError(f"{metric}: not a metric a run logs; those are {', '.join(METRICS)}")
         if direction not in DIRECTIONS:
             raise ValueError(
                 f"{metric}: {direction}: a direction is one of {', '.join(DIRECTIONS)}"
@@ -102,13 +118,18 @@ class Objective:
         return self.direction == "maximize"
 
     @property
+    def sign(self) -> int:
+        """1 when larger is better, -1 when smaller is."""
+        return 1 if self.maximize else -1
+
+    @property
     def order_by(self) -> str:
         """MLflow's search order, best first."""
         return f"metrics.`{self.metric}` {'DESC' if self.maximize else 'ASC'}"
 
     def value(self, run: Any) -> float:
         """The run's metric, signed so that larger is better."""
-        return run.data.metrics[self.metric] * (1 if self.maximize else -1)
+        return run.data.metrics[self.metric] * self.sign
 
     def best(self, runs: Iterable[Any]) -> Any | None:
         """The run (an mlflow Run) with the best value of the metric; None if none has it."""

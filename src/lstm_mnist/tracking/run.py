@@ -1,21 +1,20 @@
 """One training run's life in MLflow: started or resumed, watched by a heartbeat, ended with
 exactly one final status once everything it records is uploaded.
 
-This module is the only writer of run statuses: `tracked_run` for training runs, `end_run` for a
-sweep's parent and for runs found dead.
+This module is the only writer of run statuses: `tracked_run` for training runs, `reopen_run` and
+`end_run` for a sweep's parent and configuration runs, and `end_run` for runs found dead.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -27,10 +26,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lstm_mnist.checkpoints import CheckpointOnInterrupt, latest_checkpoint
+from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.interrupts import Interrupted
-from lstm_mnist.tracking import names, record
+from lstm_mnist.tracking import artifacts, identity, names
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.system import system_monitor
+
+if TYPE_CHECKING:
+    from lstm_mnist.job import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +75,28 @@ def end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status)
 
 
-class Heartbeat(pl.Callback):
-    """Stamps the run's `heartbeat` tag (Unix time) while it trains, so that a run left RUNNING
-    by a SIGKILL or a power loss can be told from one that is still going."""
+def reopen_run(client: mlflow.MlflowClient, run_id: str) -> None:
+    """Set a run that is not the active one RUNNING again (a sweep's parent, or its
+    configuration's run, when the sweep is run again)."""
+    client.update_run(run_id, status="RUNNING")
 
-    def __init__(self, client: mlflow.MlflowClient, run_id: str, every_s: float) -> None:
-        self.client, self.run_id, self.every_s = client, run_id, every_s
-        self.last = 0.0
+
+class HeartbeatCallback(pl.Callback):
+    """Beats `heartbeat` at the start of training and from then on at its pace, while it trains:
+    the run's in MLflow, a trial's in the Optuna study."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.heartbeat = heartbeat
 
     def beat(self, *args: Any) -> None:
-        now = time.time()
-        if now - self.last >= self.every_s:
-            self.last = now
-            self.client.set_tag(self.run_id, names.HEARTBEAT, f"{now:.0f}")
+        self.heartbeat()
 
     on_train_start = on_train_batch_end = on_validation_batch_end = beat
+
+
+def run_heartbeat(client: mlflow.MlflowClient, run_id: str, every_s: float) -> Heartbeat:
+    """The `heartbeat` tag of run `run_id`: Unix time, stamped at most every `every_s`."""
+    return Heartbeat(lambda: client.set_tag(run_id, names.HEARTBEAT, f"{time.time():.0f}"), every_s)
 
 
 @dataclass
@@ -130,19 +140,23 @@ class TrackedRun:
                 enable_version_counter=False,
             ),
             CheckpointOnInterrupt(self.ckpt_dir),
-            Heartbeat(self.store.client, self.run_id, every_s=self.cfg.stale_after_s / 10),
+            HeartbeatCallback(
+                run_heartbeat(self.store.client, self.run_id, self.cfg.stale_after_s / 10)
+            ),
         ]
 
 
 @contextmanager
-def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]:
+def tracked_run(
+    cfg: DictConfig, job: JobContext, threads: int, gpu: int | None = None
+) -> Iterator[TrackedRun]:
     """Start the run (or, with resume=<run id>, reopen that one), record its params, tags and
     config and, every `system_metrics_s`, MLflow's system metrics (of GPU `gpu` only), and end
     it with one status once the block is done: FINISHED (its checkpoints removed unless
     keep_checkpoints); FINISHED and tagged `pruned` when Optuna pruned it; KILLED on Ctrl-C or
     SIGTERM; FAILED and tagged `error` on any other exception, including one while uploading
-    the model or the report."""
-    store = Store(cfg.logger.tracking_uri, cfg.logger.experiment_name)
+    the model or the report. `threads` is torch's thread count, recorded as a tag."""
+    store = job.store
     experiment_id = store.prepare()
     for run_id, silent_s in store.stale_runs(experiment_id, cfg.stale_after_s).items():
         log.warning(
@@ -150,16 +164,20 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
             " (its process died): marked KILLED"
         )
         end_run(store.client, run_id, "KILLED")
-    if not cfg.resume and (requeued := requeued_run(store, experiment_id, cfg)) is not None:
-        log.info(f"SLURM requeued job {record.slurm_job()}: continuing its run {requeued}")
+    params = identity.run_params(cfg)
+    if not cfg.resume and (requeued := requeued_run(store, experiment_id, cfg, job)) is not None:
+        log.info(f"SLURM requeued job {job.slurm.id}: continuing its run {requeued}")
         cfg.resume = requeued
-    resume_from = resume_point(store, cfg) if cfg.resume else None
+    resume_from = resume_point(store, cfg, params) if cfg.resume else None
     mlflow.set_tracking_uri(store.uri)
+    tags = identity.run_tags(cfg, job, params, threads)
+    if gpu is not None:
+        tags[names.GPU] = str(gpu)
     run = mlflow.start_run(
         run_id=cfg.resume,
         experiment_id=experiment_id,
-        run_name=None if cfg.resume else record.run_name(cfg),
-        tags=record.run_tags(cfg) | ({names.GPU: str(gpu)} if gpu is not None else {}),
+        run_name=None if cfg.resume else identity.run_name(job),
+        tags=tags,
     )
     monitor = (
         system_monitor(run.info.run_id, store.uri, cfg.system_metrics_s, bool(cfg.resume), gpu)
@@ -168,8 +186,8 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
     )
     status = "FAILED"
     try:
-        mlflow.log_params(record.run_params(cfg))
-        record.log_config(cfg)
+        mlflow.log_params(params)
+        artifacts.log_config(cfg, job.hydra_dir)
         yield TrackedRun(cfg, store, experiment_id, run.info.run_id, resume_from)
         status = "FINISHED"
     except optuna.TrialPruned as pruned:  # the study's pruner stopped it: not a failure
@@ -190,17 +208,16 @@ def tracked_run(cfg: DictConfig, gpu: int | None = None) -> Iterator[TrackedRun]
             shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)
 
 
-def requeued_run(store: Store, experiment_id: str, cfg: DictConfig) -> str | None:
-    """In a SLURM job started again after a preemption, a time limit or `scontrol requeue`
-    (SLURM_RESTART_COUNT >= 1), the run its earlier start left unfinished with a checkpoint;
-    None otherwise (an asynchronous Optuna worker's trials are retried instead)."""
-    job = record.slurm_job()
-    if job is None or int(os.environ.get("SLURM_RESTART_COUNT", "0")) < 1:
+def requeued_run(store: Store, experiment_id: str, cfg: DictConfig, job: JobContext) -> str | None:
+    """In a SLURM job started again after a preemption, a time limit or `scontrol requeue`,
+    the run its earlier start left unfinished with a checkpoint; None otherwise (an
+    asynchronous Optuna worker's trials are retried instead)."""
+    if job.slurm is None or job.slurm.restarts < 1:
         return None
-    if cfg.sweep.get("worker") is not None:
+    if job.trial is not None and job.trial.worker is not None:
         return None
     for run in store.client.search_runs(
-        [experiment_id], f"tags.{names.SLURM_JOB} = '{job}'", order_by=["start_time DESC"]
+        [experiment_id], f"tags.{names.SLURM_JOB} = '{job.slurm.id}'", order_by=["start_time DESC"]
     ):
         if run.info.status == "FINISHED":
             return None
@@ -209,7 +226,7 @@ def requeued_run(store: Store, experiment_id: str, cfg: DictConfig) -> str | Non
     return None
 
 
-def resume_point(store: Store, cfg: DictConfig) -> Path:
+def resume_point(store: Store, cfg: DictConfig, params: dict[str, Any]) -> Path:
     """The checkpoint to resume run `cfg.resume` from; the config must be the run's own."""
     try:
         run = store.client.get_run(cfg.resume)
@@ -217,7 +234,7 @@ def resume_point(store: Store, cfg: DictConfig) -> Path:
         raise ValueError(f"resume={cfg.resume}: no such run in the store") from err
     if run.info.status == "FINISHED":
         raise ValueError(f"resume={cfg.resume}: that run has FINISHED; nothing to resume")
-    for key, value in record.run_params(cfg).items():
+    for key, value in params.items():
         if run.data.params.get(key, str(value)) != str(value)[: names.MAX_NAME]:
             raise ValueError(
                 f"resume={cfg.resume}: {key}={value} here but {run.data.params[key]} in that run;"

@@ -3,9 +3,12 @@ storage beside it and the command that opens its UI."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import requests
@@ -14,6 +17,7 @@ from mlflow.entities import LoggedModel, Run
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
+from lstm_mnist.display import one_line
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
 
@@ -30,6 +34,11 @@ class Store:
     def __init__(self, uri: str, experiment_name: str) -> None:
         self.uri = uri
         self.experiment_name = experiment_name
+
+    @classmethod
+    def of(cls, cfg: Any) -> Store:
+        """The store and experiment a composed config's logger names."""
+        return cls(cfg.logger.tracking_uri, cfg.logger.experiment_name)
 
     @cached_property
     def client(self) -> mlflow.MlflowClient:
@@ -68,7 +77,7 @@ class Store:
         except (MlflowException, SQLAlchemyError) as err:
             if self.sqlite_file is None:
                 raise
-            reason = " ".join(str(err).split())[:200]
+            reason = one_line(err)[:200]
             raise StoreError(
                 f"logger.tracking_uri={self.uri}: {self.sqlite_file} is not a usable MLflow store"
                 f" ({reason}); point logger.tracking_uri at another file, or move this one away"
@@ -156,6 +165,18 @@ class Store:
         if not found:
             raise ValueError(f"--run {run_id}: that run logged no model (artifacts.model=false?)")
         return found[0]
+
+    def gc(self, logged_model_ids: list[str] | None = None) -> None:
+        """Purge for good, with MLflow's own `mlflow gc`, what was deleted: the given logged
+        models' files, or else every run deleted in the UI. Raises StoreError if it fails."""
+        command = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", self.uri]
+        command += ["--tracking-uri", self.uri]
+        if logged_model_ids:
+            command += ["--logged-model-ids", ",".join(logged_model_ids)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            reason = one_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "")
+            raise StoreError(f"mlflow gc --backend-store-uri {self.uri} failed: {reason}")
 
     @staticmethod
     def _made_by(run_id: str) -> str:

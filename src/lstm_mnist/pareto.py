@@ -6,11 +6,11 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from mlflow.entities import Run
 
-from lstm_mnist.compare import short
+from lstm_mnist.comparison import short
+from lstm_mnist.display import table as format_table
 from lstm_mnist.stats import pareto_front
-from lstm_mnist.tracking.configurations import by_configuration, mean
-from lstm_mnist.tracking.names import Objective
-from lstm_mnist.tracking.sweep import SweepRun, job_state
+from lstm_mnist.tracking import SweepRecord, finished
+from lstm_mnist.tracking.ranking import by_configuration, mean
 
 
 def describe(value: float, metric: str) -> str:
@@ -21,32 +21,25 @@ def label(group: list[Run], knobs: list[str]) -> str:
     return " ".join(f"{k}={short(group[0].data.params.get(k))}" for k in knobs)
 
 
-def table(sweep: SweepRun, runs: list[Run], knobs: list[str]) -> str:
+def table(sweep: SweepRecord, runs: list[Run], knobs: list[str]) -> str:
     """One line per configuration of the Pareto set, best first by the objective: its knobs,
     seeds and each objective's mean."""
     front = sweep.pareto_set(runs)
     head = ["#", *knobs, "n", *(o.metric for o in sweep.objectives)]
     rows = [
         [str(rank), *(short(g[0].data.params.get(k, "-")) for k in knobs), str(len(g))]
-        + [describe(sign(o) * mean(o, g), o.metric) for o in sweep.objectives]
+        + [describe(o.sign * mean(o, g), o.metric) for o in sweep.objectives]
         for rank, g in enumerate(front, start=1)
     ]
-    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
-    )
+    return format_table(head, rows)
 
 
-def sign(objective: Objective) -> int:
-    return 1 if objective.maximize else -1
-
-
-def plot(sweep: SweepRun, runs: list[Run], knobs: list[str]) -> plt.Figure:
+def plot(sweep: SweepRecord, runs: list[Run], knobs: list[str]) -> plt.Figure:
     """For each trade-off, the objective against it: every finished configuration (its mean over
     seeds) as a dot, the Pareto set's ringed and labelled, and the front of that pair of
     objectives as a dashed step line."""
     objective, trade_offs = sweep.objective, sweep.trade_offs
-    done = [r for r in runs if job_state(r) == "finished"]
+    done = finished(runs)
     groups = [
         g
         for g in by_configuration(done).values()
@@ -54,9 +47,9 @@ def plot(sweep: SweepRun, runs: list[Run], knobs: list[str]) -> plt.Figure:
     ]
     members = {id(g[0]) for g in sweep.pareto_set(done)}
     fig, axes = plt.subplots(1, len(trade_offs), figsize=(6 * len(trade_offs), 4.5), squeeze=False)
-    y = [mean(objective, g) * sign(objective) for g in groups]
+    y = [mean(objective, g) * objective.sign for g in groups]
     for ax, trade_off in zip(axes[0], trade_offs, strict=True):
-        x = [mean(trade_off, g) * sign(trade_off) for g in groups]
+        x = [mean(trade_off, g) * trade_off.sign for g in groups]
         ax.scatter(x, y, color="grey", alpha=0.6, label="configuration (mean over its seeds)")
         for xi, yi, g in zip(x, y, groups, strict=True):
             if id(g[0]) in members:

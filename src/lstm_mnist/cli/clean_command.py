@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,9 +35,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from mlflow.exceptions import MlflowException
 
-    from lstm_mnist.tracking.store import Store
+    from lstm_mnist.tracking import Store, StoreError
 
-    client = Store(args.tracking_uri, args.experiment).client
+    store = Store(args.tracking_uri, args.experiment)
+    client = store.client
     folders = (
         sorted(p for p in args.ckpt_dir.glob("*") if p.is_dir()) if args.ckpt_dir.is_dir() else []
     )
@@ -64,17 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         + (f": {', '.join(kept)}" if kept else "")
     )
     if args.deleted_runs and not args.dry_run:
-        uri = args.tracking_uri
-        gc = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "gc",
-            "--backend-store-uri",
-            uri,
-            "--tracking-uri",
-            uri,
-        ]
-        if subprocess.run(gc).returncode != 0:
-            fail(f"mlflow gc --backend-store-uri {args.tracking_uri} failed (see above)")
+        try:
+            store.gc()
+        except StoreError as err:
+            fail(err)
     sys.exit(ExitCode.OK)

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 
+from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import names
-from lstm_mnist.tracking.configurations import (
-    best_configuration,
-    pareto_configurations,
-)
 from lstm_mnist.tracking.names import Objective
-from lstm_mnist.tracking.run import end_run
+from lstm_mnist.tracking.ranking import best_configuration, pareto_configurations
+from lstm_mnist.tracking.run import end_run, reopen_run
 from lstm_mnist.tracking.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,51 +33,25 @@ def job_state(run: Run) -> str:
     return "pruned" if names.PRUNED in run.data.tags else run.info.status.lower()
 
 
+def is_finished(run: Run) -> bool:
+    """Whether the run trained to its end: FINISHED and not pruned."""
+    return job_state(run) == "finished"
+
+
+def finished(runs: list[Run]) -> list[Run]:
+    """The runs that trained to their end: FINISHED and not pruned."""
+    return [r for r in runs if is_finished(r)]
+
+
 @dataclass
-class SweepRun:
+class SweepRecord:
+    """What the store knows of a sweep: its parent run, its jobs' runs and how they ended. The
+    read side, for compare.py and predict.py; SweepRun writes."""
+
     store: Store
     run_id: str
     objective: Objective
     trade_offs: tuple[Objective, ...] = ()  # further objectives of a Pareto sweep
-    configuration_runs: dict[str, str] = field(default_factory=dict)  # config group -> run id
-
-    @classmethod
-    def open(
-        cls,
-        store: Store,
-        objective: Objective,
-        name: str,
-        key: str,
-        kind: str,
-        definition: str,
-        space: dict[str, str],
-        trade_offs: tuple[Objective, ...] = (),
-    ) -> SweepRun:
-        """The parent run of the sweep identified by `key`: the existing one, set RUNNING again,
-        or a new one named `name` that stores `definition` as sweep.yaml and the swept `space`
-        as params (`num_layers`: `1,2,3`)."""
-        experiment_id = store.prepare()
-        client = store.client
-        found = client.search_runs(
-            [experiment_id], f"tags.{names.SWEEP_KEY} = '{key}'", order_by=["start_time DESC"]
-        )
-        if found:
-            run_id = found[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-        else:
-            tags = {
-                names.SWEEP_KEY: key,
-                names.SWEEP_KIND: kind,
-                names.SWEEP_NAME: name,
-                names.OBJECTIVE: objective.tag,
-            }
-            if trade_offs:
-                tags[names.TRADE_OFFS] = names.trade_offs_tag(trade_offs)
-            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            client.log_text(run_id, definition, "sweep.yaml")
-            params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
-            client.log_batch(run_id, params=params)
-        return cls(store, run_id, objective, trade_offs)
 
     @staticmethod
     def find(store: Store, which: str) -> Run:
@@ -107,7 +79,7 @@ class SweepRun:
         return found[0]
 
     @classmethod
-    def of(cls, store: Store, run: Run) -> SweepRun:
+    def of(cls, store: Store, run: Run) -> SweepRecord:
         """An existing parent run, with the objective its sweep was run with."""
         tags = run.data.tags
         objective = Objective.from_tag(tags[names.OBJECTIVE])
@@ -129,53 +101,6 @@ class SweepRun:
                 found[run.info.run_id] = run
         return sorted(found.values(), key=lambda r: r.info.start_time)
 
-    def keep_alive(self, every_s: float) -> None:
-        """Stamp the `heartbeat` tag of the parent and its configurations' runs every `every_s`
-        from a background thread until `close`, so that a sweep whose sweeper died without a
-        word (SIGKILL, a lost node) is found stale and marked KILLED like any run."""
-        self._alive = threading.Event()
-
-        def beat() -> None:
-            while True:
-                now = f"{time.time():.0f}"
-                for run_id in [self.run_id, *self.configuration_runs.values()]:
-                    try:
-                        self.store.client.set_tag(run_id, names.HEARTBEAT, now)
-                    except MlflowException as err:  # the server is away: try again next time
-                        log.warning(f"sweep heartbeat: {err}")
-                if self._alive.wait(every_s):
-                    return
-
-        threading.Thread(target=beat, name="sweep heartbeat", daemon=True).start()
-
-    def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
-        """The run of the configuration whose config group is `group` (its seeds' runs are nested
-        under it): this sweep's, set RUNNING again, or a new one named `label`."""
-        if group in self.configuration_runs:
-            return self.configuration_runs[group]
-        client = self.store.client
-        found = [
-            r
-            for r in self._runs()
-            if names.CONFIGURATION in r.data.tags and r.data.tags.get(names.CONFIG_GROUP) == group
-        ]
-        if found:
-            run_id = found[-1].info.run_id
-            client.update_run(run_id, status="RUNNING")
-        else:
-            tags = {
-                names.PARENT_RUN: self.run_id,
-                names.SWEEP_RUN: self.run_id,
-                names.CONFIG_GROUP: group,
-                names.CONFIGURATION: label,
-                names.OBJECTIVE: self.objective.tag,
-            }
-            experiment_id = client.get_run(self.run_id).info.experiment_id
-            run_id = client.create_run(experiment_id, run_name=label, tags=tags).info.run_id
-            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        self.configuration_runs[group] = run_id
-        return run_id
-
     def children(self) -> list[Run]:
         """The jobs' runs, oldest first; only the latest run of each job (config hash or Optuna
         trial and seed) when a job was run more than once."""
@@ -191,24 +116,121 @@ class SweepRun:
 
     def finished_hashes(self) -> set[str]:
         """Config hashes of the jobs that have FINISHED (and were not pruned)."""
-        return {
-            r.data.tags[names.CONFIG_HASH] for r in self.children() if job_state(r) == "finished"
-        }
+        return {r.data.tags[names.CONFIG_HASH] for r in self.finished()}
+
+    def finished(self) -> list[Run]:
+        """The jobs' runs that trained to their end (FINISHED, not pruned), oldest first."""
+        return finished(self.children())
+
+    def pareto_set(self, runs: list[Run]) -> list[list[Run]]:
+        """The finished configurations no other beats on every objective (means over seeds)."""
+        return pareto_configurations(self.objectives, finished(runs))
+
+    def url(self) -> str:
+        """The experiment's runs table in the UI."""
+        experiment_id = self.store.client.get_run(self.run_id).info.experiment_id
+        return self.store.url(experiment_id)
+
+
+@dataclass
+class SweepRun(SweepRecord):
+    """The sweep's parent run as its sweeper writes it: opened (or reopened) when the sweep
+    starts, beating a heartbeat while it runs, closed with its jobs' counts, the best
+    configuration and the Pareto set."""
+
+    configuration_runs: dict[str, str] = field(default_factory=dict)  # config group -> run id
+    _stop_heartbeat: Callable[[], None] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        objective: Objective,
+        name: str,
+        key: str,
+        kind: str,
+        definition: str,
+        space: dict[str, str],
+        trade_offs: tuple[Objective, ...] = (),
+    ) -> SweepRun:
+        """The parent run of the sweep identified by `key`: the existing one, set RUNNING again,
+        or a new one named `name` that stores `definition` as sweep.yaml and the swept `space`
+        as params (`num_layers`: `1,2,3`)."""
+        experiment_id = store.prepare()
+        client = store.client
+        found = client.search_runs(
+            [experiment_id], f"tags.{names.SWEEP_KEY} = '{key}'", order_by=["start_time DESC"]
+        )
+        if found:
+            run_id = found[0].info.run_id
+            reopen_run(client, run_id)
+        else:
+            tags = {
+                names.SWEEP_KEY: key,
+                names.SWEEP_KIND: kind,
+                names.SWEEP_NAME: name,
+                names.OBJECTIVE: objective.tag,
+            }
+            if trade_offs:
+                tags[names.TRADE_OFFS] = names.trade_offs_tag(trade_offs)
+            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            client.log_text(run_id, definition, "sweep.yaml")
+            params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
+            client.log_batch(run_id, params=params)
+        return cls(store, run_id, objective, trade_offs)
+
+    def keep_alive(self, every_s: float) -> None:
+        """Stamp the `heartbeat` tag of the parent and its configurations' runs every `every_s`
+        from a background thread until `close`, so that a sweep whose sweeper died without a
+        word (SIGKILL, a lost node) is found stale and marked KILLED like any run."""
+
+        def beat() -> None:
+            now = f"{time.time():.0f}"
+            for run_id in [self.run_id, *self.configuration_runs.values()]:
+                self.store.client.set_tag(run_id, names.HEARTBEAT, now)
+
+        self._stop_heartbeat = Heartbeat(beat, every_s).in_background()
+
+    def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
+        """The run of the configuration whose config group is `group` (its seeds' runs are nested
+        under it): this sweep's, set RUNNING again, or a new one named `label`."""
+        if group in self.configuration_runs:
+            return self.configuration_runs[group]
+        client = self.store.client
+        found = [
+            r
+            for r in self._runs()
+            if names.CONFIGURATION in r.data.tags and r.data.tags.get(names.CONFIG_GROUP) == group
+        ]
+        if found:
+            run_id = found[-1].info.run_id
+            reopen_run(client, run_id)
+        else:
+            tags = {
+                names.PARENT_RUN: self.run_id,
+                names.SWEEP_RUN: self.run_id,
+                names.CONFIG_GROUP: group,
+                names.CONFIGURATION: label,
+                names.OBJECTIVE: self.objective.tag,
+            }
+            experiment_id = client.get_run(self.run_id).info.experiment_id
+            run_id = client.create_run(experiment_id, run_name=label, tags=tags).info.run_id
+            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.configuration_runs[group] = run_id
+        return run_id
 
     def close(self, status: str | None = None) -> Outcome:
         """Record how many jobs finished, failed, were pruned or killed (tags `jobs_<state>`:
         bookkeeping, kept out of the metric charts) and the best finished child by the
         objective (metrics `best_<metric>`, `best_test_acc`), and end the run: FAILED if any job
         failed, unless `status` says otherwise."""
-        if (alive := getattr(self, "_alive", None)) is not None:
-            alive.set()
+        if self._stop_heartbeat is not None:
+            self._stop_heartbeat()
         client, children = self.store.client, self.children()
         counts = Counter(job_state(r) for r in children)
         for state in JOB_STATES:
             client.set_tag(self.run_id, names.jobs(state), str(counts[state]))
-        group = best_configuration(
-            self.objective, [r for r in children if job_state(r) == "finished"]
-        )
+        group = best_configuration(self.objective, finished(children))
         best = self.objective.best(group)
         if best is not None:
             metric = self.objective.metric
@@ -235,7 +257,7 @@ class SweepRun:
             if names.CONFIGURATION not in run.data.tags or run.info.status != "RUNNING":
                 continue
             seeds = [r for r in children if r.data.tags.get(names.PARENT_RUN) == run.info.run_id]
-            done = [r for r in seeds if job_state(r) == "finished"]
+            done = finished(seeds)
             metrics = []
             for key in dict.fromkeys([self.objective.metric, "test_acc"]):
                 if values := [r.data.metrics[key] for r in done if key in r.data.metrics]:
@@ -247,11 +269,6 @@ class SweepRun:
             client.log_batch(run.info.run_id, metrics=metrics)
             failed = any(job_state(r) == "failed" for r in seeds)
             end_run(client, run.info.run_id, status or ("FAILED" if failed else "FINISHED"))
-
-    def pareto_set(self, runs: list[Run]) -> list[list[Run]]:
-        """The finished configurations no other beats on every objective (means over seeds)."""
-        finished = [r for r in runs if job_state(r) == "finished"]
-        return pareto_configurations(self.objectives, finished)
 
     def record_pareto_set(self, children: list[Run]) -> None:
         """The Pareto set as the `pareto_set` tag (its runs' ids) and pareto_set.json (each
@@ -272,11 +289,6 @@ class SweepRun:
         ids = " ".join(r.info.run_id for group in front for r in group)
         client.set_tag(self.run_id, names.PARETO_SET, ids[: names.MAX_TAG])
         client.log_text(self.run_id, json.dumps(members, indent=1), "pareto_set.json")
-
-    def url(self) -> str:
-        """The experiment's runs table in the UI."""
-        experiment_id = self.store.client.get_run(self.run_id).info.experiment_id
-        return self.store.url(experiment_id)
 
 
 JOB_STATES = ("finished", "failed", "pruned", "killed")

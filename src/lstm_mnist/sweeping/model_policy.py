@@ -3,12 +3,8 @@ their logged MLflow Models, the others' are deleted and purged with MLflow's own
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from lstm_mnist.tracking import names
-from lstm_mnist.tracking.configurations import ranked_configurations
-from lstm_mnist.tracking.sweep import SweepRun, job_state
+from lstm_mnist.tracking import SweepRun, names
+from lstm_mnist.tracking.ranking import ranked_configurations
 
 
 def keep_best_models(sweep: SweepRun, keep: int) -> tuple[int, int]:
@@ -16,8 +12,7 @@ def keep_best_models(sweep: SweepRun, keep: int) -> tuple[int, int]:
     mean objective, and purge their files with MLflow's own `mlflow gc`; return (models
     kept, models deleted). The parent records it in its `models_kept` tag."""
     client, children = sweep.store.client, sweep.children()
-    finished = [r for r in children if job_state(r) == "finished"]
-    groups = ranked_configurations(sweep.objective, finished)
+    groups = ranked_configurations(sweep.objective, sweep.finished())
     kept_runs = {r.info.run_id for group in groups[:keep] for r in group}
     experiment_id = client.get_run(sweep.run_id).info.experiment_id
     models = [
@@ -31,10 +26,7 @@ def keep_best_models(sweep: SweepRun, keep: int) -> tuple[int, int]:
     for model in doomed:
         client.delete_logged_model(model.model_id)
     if doomed:
-        ids = ",".join(m.model_id for m in doomed)
-        gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", sweep.store.uri]
-        gc += ["--tracking-uri", sweep.store.uri, "--logged-model-ids", ids]
-        subprocess.run(gc, check=True, capture_output=True)
+        sweep.store.gc(logged_model_ids=[m.model_id for m in doomed])
     kept = sum(m.source_run_id in kept_runs for m in models)
     client.set_tag(sweep.run_id, names.MODELS_KEPT, f"{kept} of {kept + len(doomed)}")
     return kept, len(doomed)

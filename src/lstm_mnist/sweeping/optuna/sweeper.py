@@ -1,7 +1,7 @@
 """Optuna search on its ask-and-tell API, tracked: Optuna chooses each job's values, Hydra's
 launcher runs the jobs (in turn, or in parallel with hydra/launcher=joblib).
 
-Each job reports the objective to its own trial at every validation (lstm_mnist/trial.py), so
+Each job reports the objective to its own trial at every validation (callbacks.py), so
 the study's pruner can stop it early. Hydra's own Optuna sweeper cannot: it has no channel for
 intermediate values, and it pins Optuna < 3.
 
@@ -21,19 +21,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from sqlalchemy.engine import make_url
 
-from lstm_mnist.tracking import names
-from lstm_mnist.tracking.names import Objective
-from lstm_mnist.tracking.record import digest, group_hash, run_params
-from lstm_mnist.tracking.store import Store
-from lstm_mnist.tracking.sweep import SweepRun
-from lstm_mnist.tracking.sweeper import (
-    Configuration,
-    Job,
-    Plan,
-    TrackedSweeper,
-    parallel_slots,
+from lstm_mnist.cluster import parallel_slots
+from lstm_mnist.sweeping.loop import Configuration, Job, Plan, TrackedSweeper
+from lstm_mnist.sweeping.optuna.study import (
+    StudySettings,
+    TrialState,
+    create_study,
+    end_trial,
+    fail_stale_trials,
+    retry_of,
 )
-from lstm_mnist.trial import fail_stale_trials, retry_of, study_storage
+from lstm_mnist.tracking import Objective, SweepRun, names
+from lstm_mnist.tracking.identity import digest, group_hash, run_params
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +101,6 @@ class OptunaSweep(TrackedSweeper):
         if extra:  # so that the key of a plain study is the same as before these settings
             key = digest([key, extra])
         self.study_name = f"{self.name}-{key}"
-        store = Store(base.logger.tracking_uri, base.logger.experiment_name)
-        self.storage = self.storage or store.optuna_storage()
         definition = {"sweeper": "optuna", "arguments": arguments, "study": self.study_name}
         definition.update(n_trials=self.n_trials, objective=self.objective.tag, params=space_text)
         if self.trade_offs:
@@ -119,17 +116,17 @@ class OptunaSweep(TrackedSweeper):
         )
 
     def start(self, parent: SweepRun) -> int:
+        settings = StudySettings.of(self, parent.store)
         client = parent.store.client
         client.set_tag(parent.run_id, names.OPTUNA_STUDY, self.study_name)
-        shown = make_url(self.storage).render_as_string(hide_password=True)  # no secrets in tags
+        shown = make_url(settings.storage_url).render_as_string(hide_password=True)  # no secrets
         client.set_tag(parent.run_id, names.OPTUNA_STORAGE, shown)
-        self.study = optuna.create_study(
-            storage=study_storage(self.storage, self.heartbeat_s, self.retries),
-            study_name=self.study_name,
-            sampler=self.sampler,
-            pruner=self.pruner,
-            directions=[o.direction for o in (self.objective, *self.trade_offs)],
-            load_if_exists=True,
+        self.study = create_study(
+            self.study_name,
+            settings,
+            self.sampler,
+            self.pruner,
+            [o.direction for o in (self.objective, *self.trade_offs)],
         )
         fail_stale_trials(self.study)  # trials whose jobs died last time: failed, and retried
         for params in self.enqueue:  # skipped if the study has that trial already
@@ -178,7 +175,7 @@ class OptunaSweep(TrackedSweeper):
         if replicates == 1:
             return [Job(label=label, overrides=overrides, key=trial)]
         cfg = self.checked_config(overrides)
-        configuration = Configuration(group_hash(cfg), label, dict(trial.params))
+        configuration = Configuration(group_hash(run_params(cfg)), label, dict(trial.params))
         return [
             Job(
                 label=f"{label} seed={cfg.seed + r}",
@@ -210,28 +207,28 @@ class OptunaSweep(TrackedSweeper):
         if any(
             isinstance(o, Exception) and not isinstance(o, optuna.TrialPruned) for o in outcomes
         ):
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            end_trial(self.study, trial, TrialState.FAIL)
         elif any(isinstance(o, optuna.TrialPruned) for o in outcomes):
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            end_trial(self.study, trial, TrialState.PRUNED)
         else:
             objectives = (self.objective, *self.trade_offs)
             missing = [m.metric for m in objectives if any(m.metric not in o for o in outcomes)]
             if missing:  # e.g. callbacks.model_cost=null in a Pareto sweep
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                end_trial(self.study, trial, TrialState.FAIL)
                 return ValueError(f"{', '.join(missing)}: not recorded by the run; it must be")
             values = [statistics.fmean(o[m.metric] for o in outcomes) for m in objectives]
             if len(outcomes) > 1:
                 spread = [o[self.objective.metric] for o in outcomes]
                 trial.set_user_attr(f"{self.objective.metric}_std", statistics.stdev(spread))
                 trial.set_user_attr("replicates", len(outcomes))
-            self.study.tell(trial, values)
+            end_trial(self.study, trial, values)
         return error
 
     def stopped(self, jobs: list[Job], started: int) -> list[str]:
         # (asynchronous workers tell the study themselves that their trials failed)
         for trial in {job.key.number: job.key for job in jobs if job.key is not None}.values():
             # the trials started stay unfinished otherwise
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            end_trial(self.study, trial, TrialState.FAIL)
         return []
 
 

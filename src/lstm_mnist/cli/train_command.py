@@ -17,7 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lstm_mnist.cli import ExitCode, fail, quiet, user_errors
-from lstm_mnist.config import one_line
+from lstm_mnist.cluster import submitit_slurm_job
+from lstm_mnist.display import one_line
 from lstm_mnist.interrupts import (
     Interrupted,
     in_worker_process,
@@ -25,6 +26,7 @@ from lstm_mnist.interrupts import (
     wait_for_the_sweep,
 )
 from lstm_mnist.resources import CONF_DIR
+from lstm_mnist.schema import composition_error
 
 # How the run ended, as plain lines on stdout and in Hydra's train.log (conf/hydra/job_logging).
 outcome = logging.getLogger("lstm_mnist.outcome")
@@ -34,34 +36,36 @@ outcome = logging.getLogger("lstm_mnist.outcome")
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One run (a sweep's job, or the whole command); returns its final metrics, from which the
     sweepers take the objective (and a Pareto sweep its trade-offs)."""
-    from lstm_mnist.train import train  # torch, Lightning, MLflow: not on --help's path
+    # torch, Lightning, MLflow: not on --help's path
+    from lstm_mnist.job import JobContext
+    from lstm_mnist.training import train
 
     requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
+    whole_command = HydraConfig.get().mode == RunMode.RUN  # else a sweep's job
     # In a parallel sweep's worker process too, for this job only: its run is marked KILLED.
     with interrupts_raised():
         try:
-            if cfg.sweep.worker is not None:  # an asynchronous Optuna worker: many runs, one job
-                from lstm_mnist.study_worker import work
+            job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ)
+            if job.worker:  # an asynchronous Optuna worker: many runs, one job
+                from lstm_mnist.sweeping.optuna.worker import work
 
-                return work(cfg)
-            result = train(cfg)
+                return work(cfg, job)
+            result = train(cfg, job)
         except Interrupted as stop:  # the run is checkpointed and KILLED
-            if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # a job of hydra/launcher=slurm
+            if submitit_slurm_job(os.environ):  # a job of hydra/launcher=slurm
                 slurm_stop(stop.signum, requeue)
             if in_worker_process():
                 wait_for_the_sweep()
             raise
         except Exception as err:
-            outcome.getChild("error").error(
-                f"error: {type(err).__name__}: {' '.join(str(err).split())}"
-            )
-            if HydraConfig.get().mode == RunMode.RUN:  # else the sweeper records it and goes on
+            outcome.getChild("error").error(f"error: {type(err).__name__}: {one_line(err)}")
+            if whole_command:  # else the sweeper records it and goes on
                 exit_on(err)  # here, before Hydra prints a line of its own about it
             raise
     outcome.info(
         f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
     )
-    if HydraConfig.get().mode == RunMode.RUN:  # a sweep ends with its own summary and link
+    if whole_command:  # a sweep ends with its own summary and link
         outcome.info(f"see it: {result['url']}")
     return {k: v for k, v in result.items() if isinstance(v, float)}
 
@@ -85,7 +89,7 @@ def main() -> None:
         with interrupts_raised():
             task()
     except (ConfigCompositionException, OverrideParseException) as err:
-        fail(one_line(err))
+        fail(composition_error(err))
     except Interrupted as stop:  # ends a sweep too: its remaining jobs do not start
         print(f"interrupted by {stop}: the run is marked KILLED", file=sys.stderr)
         sys.exit(ExitCode(128 + stop.signum))
@@ -95,7 +99,7 @@ def main() -> None:
 
 def exit_on(err: Exception) -> None:
     """Exit FAILED with the error's one line, or a failed sweep's line per job; raise a bug."""
-    from lstm_mnist.tracking.sweeper import JobsFailed
+    from lstm_mnist.sweeping.loop import JobsFailed
 
     if isinstance(err, JobsFailed):
         print(err, file=sys.stderr)

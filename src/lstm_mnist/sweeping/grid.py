@@ -9,10 +9,10 @@ import logging
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from lstm_mnist.sweeping.loop import Configuration, Job, Plan, TrackedSweeper
+from lstm_mnist.tracking import SweepRun
+from lstm_mnist.tracking.identity import config_hash, digest, group_hash, run_params
 from lstm_mnist.tracking.names import SEED
-from lstm_mnist.tracking.record import config_hash, digest, group_hash
-from lstm_mnist.tracking.sweep import SweepRun
-from lstm_mnist.tracking.sweeper import Configuration, Job, Plan, TrackedSweeper
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,15 @@ class GridSweep(TrackedSweeper):
             ]
             configs = [self.checked_config(overrides) for overrides in combos]
             swept_keys.add("seed")
+        params = [run_params(cfg) for cfg in configs]
         self.jobs = [
             Job(
                 label=" ".join(o for o in overrides if o.split("=")[0] in swept_keys),
                 overrides=overrides,
-                key=config_hash(cfg),
-                configuration=configuration(overrides, cfg, swept_keys) if n > 1 else None,
+                key=config_hash(p),
+                configuration=configuration(overrides, p, swept_keys) if n > 1 else None,
             )
-            for overrides, cfg in zip(combos, configs, strict=True)
+            for overrides, p in zip(combos, params, strict=True)
         ]
         definition = {"sweeper": "grid", "arguments": arguments, "params": self.params}
         definition["jobs"] = [" ".join(job.overrides) for job in self.jobs]
@@ -103,8 +104,8 @@ class GridSweep(TrackedSweeper):
         ]
 
 
-def configuration(overrides: list[str], cfg, swept_keys: set[str]) -> Configuration:
+def configuration(overrides: list[str], params: dict, swept_keys: set[str]) -> Configuration:
     """The configuration a replicate belongs to: its swept knobs but the seed."""
     knobs = dict(o.split("=", 1) for o in overrides if o.split("=")[0] in swept_keys - {SEED})
     label = " ".join(f"{k}={v}" for k, v in knobs.items()) or "the configuration"
-    return Configuration(group=group_hash(cfg), label=label, params=knobs)
+    return Configuration(group=group_hash(params), label=label, params=knobs)

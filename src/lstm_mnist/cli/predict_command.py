@@ -37,16 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from lstm_mnist.digits import load_grey, to_mnist
-    from lstm_mnist.tracking.names import Objective
-    from lstm_mnist.tracking.store import Store
-    from lstm_mnist.tracking.sweep import SweepRun
+    from lstm_mnist.tracking import Objective, Store, SweepRecord
 
     store = Store(args.tracking_uri, args.experiment)
     try:
         if args.run != "best":
             logged = store.model_of(args.run)
         else:
-            parent = SweepRun.find(store, args.sweep).info.run_id if args.sweep else None
+            parent = SweepRecord.find(store, args.sweep).info.run_id if args.sweep else None
             logged = store.best_model(Objective.default(), parent)
     except ValueError as err:
         fail(err)

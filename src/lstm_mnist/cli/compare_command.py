@@ -1,13 +1,13 @@
 """Compare the runs of a sweep: a table sorted by the objective, and plots, from the MLflow store.
 
-python src/compare.py                      # the latest sweep in ./mlflow.db
-python src/compare.py --sweep <parent run id> --tracking-uri http://mlflow.example:5000
+python src/comparison.py                      # the latest sweep in ./mlflow.db
+python src/comparison.py --sweep <parent run id> --tracking-uri http://mlflow.example:5000
 
 With seed replicates (-m ... replicates=3) it also ranks configurations by their mean, with a
 95% interval and Welch's t-test against the best. Writes learning_curves.png (the objective of
 every run, or each configuration's mean and band), params.png (its final value against each
 swept knob), for an Optuna sweep param_importance.png (Optuna's PED-ANOVA, or fANOVA with
---importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_front.png
+--importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_pareto.png
 to --out, and logs them to the sweep's parent run under compare/.
 """
 
@@ -37,23 +37,22 @@ def main(argv: list[str] | None = None) -> None:
 
     import matplotlib.pyplot as plt
 
-    from lstm_mnist import compare, front
-    from lstm_mnist.tracking.store import Store
-    from lstm_mnist.tracking.sweep import SweepRun
+    from lstm_mnist import comparison, pareto
+    from lstm_mnist.tracking import Store, SweepRecord
 
     store = Store(args.tracking_uri, args.experiment)
     try:
-        parent = SweepRun.find(store, args.sweep)
+        parent = SweepRecord.find(store, args.sweep)
     except ValueError as err:
         fail(err)
-    sweep = SweepRun.of(store, parent)
-    runs = compare.ranked(sweep)
+    sweep = SweepRecord.of(store, parent)
+    runs = comparison.ranked(sweep)
     if not runs:
         fail(f"sweep {parent.info.run_id} has no runs yet")
-    swept = compare.swept_params(runs)
+    swept = comparison.swept_params(runs)
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}): {len(runs)} runs")
-    print(compare.table(runs, swept, tuple(t.metric for t in sweep.trade_offs)))
-    if (configurations := compare.configuration_table(sweep, runs, swept)) is not None:
+    print(comparison.table(runs, swept, tuple(t.metric for t in sweep.trade_offs)))
+    if (configurations := comparison.configuration_table(sweep, runs, swept)) is not None:
         print(
             "\nconfigurations, best mean first (mean ± sample std over seeds; 95% CI of the mean,"
             " Student's t; vs best: Welch's t-test, ≈ best when p >= 0.05):"
@@ -64,17 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     if sweep.trade_offs:
         objectives = ", ".join(f"{o.metric} ({o.direction})" for o in sweep.objectives)
         print(f"\nPareto set: the configurations no other beats on all of {objectives}:")
-        print(front.table(sweep, runs, knobs))
+        print(pareto.table(sweep, runs, knobs))
 
     out = args.out or Path("compare") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"learning_curves.png": compare.plot_curves(sweep, runs, swept)}
+    figures = {"learning_curves.png": comparison.plot_curves(sweep, runs, swept)}
     if swept:
-        figures["params.png"] = compare.plot_params(sweep, runs, swept)
+        figures["params.png"] = comparison.plot_params(sweep, runs, swept)
     if sweep.trade_offs:
-        figures["pareto_front.png"] = front.plot(sweep, runs, knobs)
+        figures["pareto_pareto.png"] = pareto.plot(sweep, runs, knobs)
     try:
-        importance = compare.plot_importance(parent, store, args.storage, args.importance)
+        importance = comparison.plot_importance(parent, store, args.storage, args.importance)
     except ValueError as err:  # the study's storage is not known
         print(f"no parameter importance plot: {err}", file=sys.stderr)
         importance = None

@@ -2,53 +2,57 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager, nullcontext
 
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lstm_mnist import report
 from lstm_mnist.checkpoints import AtomicCheckpointIO
-from lstm_mnist.config import validate
+from lstm_mnist.cluster import torch_threads
 from lstm_mnist.devices import gpu_slot
+from lstm_mnist.display import one_line
+from lstm_mnist.job import JobContext
+from lstm_mnist.schema import validate
 from lstm_mnist.stopping import early_stopping
-from lstm_mnist.tracking import record
-from lstm_mnist.tracking.run import as_logged, tracked_run
-from lstm_mnist.tracking.sweeper import parallel_jobs
-from lstm_mnist.trial import trial_callbacks
+from lstm_mnist.sweeping.optuna.callbacks import trial_callbacks
+from lstm_mnist.tracking import artifacts, tracked_run
+from lstm_mnist.tracking.run import as_logged
 
 
-def train(cfg: DictConfig) -> dict[str, float | str]:
+def train(cfg: DictConfig, job: JobContext | None = None) -> dict[str, float | str]:
     """Fit on train, validate every `val_every` steps and at the end, test once; return the final
-    val_/test_ metrics, the run id and where to see the run in the MLflow UI.
+    val_/test_ metrics, the run id and where to see the run in the MLflow UI. `job` says where
+    the run belongs (the entry point builds it); without one, a plain run into the config's
+    store.
 
     With `resume=<run id>`, continue that run from its last checkpoint, into the same MLflow run.
     """
+    job = job or JobContext.plain(cfg)
     validate(cfg)
-    torch.set_num_threads(thread_count(cfg))
+    threads = torch_threads(cfg.num_threads, job.slurm, job.parallel_jobs)
+    torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     datamodule.setup()  # before the MLflow run exists: a data error records no run
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += early_stopping(cfg)
 
-    with job_gpu(cfg) as gpu, tracked_run(cfg, gpu) as run:
+    with job_gpu(cfg, job) as gpu, tracked_run(cfg, job, threads, gpu) as run:
         model = build_model(cfg)
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
             **({"devices": [gpu]} if gpu is not None else {}),
             logger=run.logger(),
-            callbacks=callbacks + run.callbacks() + trial_callbacks(cfg),
+            callbacks=callbacks + run.callbacks() + trial_callbacks(cfg, job),
             plugins=[AtomicCheckpointIO()],
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.resume_from)
         if trainer.early_stopping_callback is not None:
-            record.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
+            artifacts.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
         if trainer.global_step % cfg.val_every:  # the last validation was before the last step
             trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics = {k: as_logged(v) for k, v in trainer.callback_metrics.items()}  # test resets
@@ -56,10 +60,10 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         metrics.update({k: as_logged(v) for k, v in trainer.callback_metrics.items()})
 
         if cfg.artifacts.pictures:
-            record.log_test_report(report.predict_all(model.model, datamodule.test_dataloader()))
+            artifacts.log_test_report(report.predict_all(model.model, datamodule.test_dataloader()))
         if cfg.artifacts.model:
             example, _ = next(iter(datamodule.test_dataloader()))
-            record.log_classifier(model.model, example[:8])
+            artifacts.log_classifier(model.model, example[:8])
     return {**metrics, "run_id": run.run_id, "url": run.store.where_to_look(run.url)}
 
 
@@ -71,31 +75,17 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
         cause = err.__cause__ or err
         if "can't allocate memory" in str(cause) or isinstance(cause, torch.OutOfMemoryError):
             size = f"num_layers={cfg.num_layers} num_units={cfg.num_units}"
-            reason = " ".join(str(cause).split())
-            raise MemoryError(f"{size}: the model does not fit in memory ({reason})") from None
+            raise MemoryError(
+                f"{size}: the model does not fit in memory ({one_line(cause)})"
+            ) from None
         raise cause from None
 
 
-def job_gpu(cfg: DictConfig) -> AbstractContextManager[int | None]:
+def job_gpu(cfg: DictConfig, job: JobContext) -> AbstractContextManager[int | None]:
     """The CUDA device a run on GPUs trains on: in a parallel sweep, a slot of its own on one of
     the visible GPUs (lstm_mnist/devices.py), else GPU 0; None on CPU."""
     if cfg.trainer.accelerator not in ("gpu", "cuda"):
         return nullcontext(None)
-    n_jobs = parallel_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else 1
-    if n_jobs == 1:
+    if job.parallel_jobs == 1:
         return nullcontext(0)
     return gpu_slot(range(torch.cuda.device_count()), cfg.jobs_per_gpu)
-
-
-def thread_count(cfg: DictConfig) -> int:
-    """num_threads; in a SLURM job the cores it was given; else this machine's cores shared
-    among a parallel sweep's jobs."""
-    if cfg.num_threads:
-        return cfg.num_threads
-    cores = len(os.sched_getaffinity(0))
-    if allotted := os.environ.get("SLURM_CPUS_PER_TASK"):
-        # Where SLURM does not pin the job to its cores (task/none), more threads than those
-        # would fight the node's other jobs: measured 16x slower, 2 jobs x 2 threads on 2 cores.
-        return max(1, min(cores, int(allotted)))
-    n_jobs = parallel_jobs(HydraConfig.get().launcher) if HydraConfig.initialized() else 1
-    return max(1, cores // n_jobs)

@@ -1,13 +1,16 @@
-"""The typed schema of conf/config.yaml and the value checks Hydra's types cannot express.
+"""The typed schema of conf/config.yaml and the value checks Hydra's types cannot express: the
+one place a config is checked.
 
 Importing this module registers the schema, so `num_layers=two` fails at composition time,
-before any run is recorded; the sweepers (tracking/sweeper.py) apply `validate` to every job of a
-sweep before the first one starts. It imports nothing heavy: `--help` and a typo answer at once.
+before any run is recorded; `validate` checks every value with a closed set or range, for a run
+before it starts and for every job of a sweep before the first one starts (sweeping/loop.py).
+It imports nothing heavy: `--help` and a typo answer at once.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from difflib import get_close_matches
 from typing import Any, Optional
@@ -16,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from lstm_mnist.resources import SWEEPS_PARENT
-from lstm_mnist.tracking.names import DIRECTIONS
+from lstm_mnist.tracking.names import DIRECTIONS, METRICS
 
 
 @dataclass
@@ -55,6 +58,16 @@ if not OmegaConf.has_resolver("lstm_mnist_sweeps"):
     OmegaConf.register_new_resolver("lstm_mnist_sweeps", lambda: str(SWEEPS_PARENT))
 
 SEED_MAX = 2**32 - 1  # numpy's limit, which seed_everything passes the seed to
+CELL_TYPES = ("lstm", "gru")  # model.cell: model.CELLS has the torch module of each
+DATASETS = ("mnist", "fashion_mnist")  # data.name: data.DEFAULT_DIRS has where each is read from
+LR_SCHEDULES = ("constant", "onecycle")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # data.device
+
+
+def one_of(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
+
 
 # knob: (check, what is allowed)
 RULES = {
@@ -75,9 +88,13 @@ RULES = {
     "jobs_per_gpu": (lambda v: v >= 1, "an integer >= 1"),
     "system_metrics_s": (lambda v: v is None or 0 < v < math.inf, "null (off) or seconds > 0"),
     "patience": (lambda v: v is None or v >= 1, "null (no early stopping) or an integer >= 1"),
-    "model.lr_schedule": (lambda v: v in ("constant", "onecycle"), "constant or onecycle"),
-    "objective.metric": (lambda v: v in ("val_acc", "val_loss"), "val_acc or val_loss"),
-    "objective.direction": (lambda v: v in DIRECTIONS, " or ".join(DIRECTIONS)),
+    "model.cell": (lambda v: v in CELL_TYPES, one_of(CELL_TYPES)),
+    "model.lr_schedule": (lambda v: v in LR_SCHEDULES, one_of(LR_SCHEDULES)),
+    "data.name": (lambda v: v in DATASETS, one_of(DATASETS)),
+    "data.device": (lambda v: DEVICE.fullmatch(str(v)) is not None, "auto, cpu, cuda or cuda:N"),
+    "trainer.accelerator": (lambda v: v in ACCELERATORS, one_of(ACCELERATORS)),
+    "objective.metric": (lambda v: v in METRICS, f"a metric a run logs: {one_of(METRICS)}"),
+    "objective.direction": (lambda v: v in DIRECTIONS, one_of(DIRECTIONS)),
 }
 
 
@@ -89,7 +106,7 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value} is invalid: must be {allowed}")
 
 
-def one_line(err: Exception) -> str:
+def composition_error(err: Exception) -> str:
     """Hydra's composition errors (misspelled key, wrong type, unknown option) in one line that
     names the key or value and what is allowed."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

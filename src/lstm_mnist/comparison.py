@@ -13,20 +13,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 
+from lstm_mnist.display import table as format_table  # noqa: E402
 from lstm_mnist.stats import ALPHA, estimate, welch_p  # noqa: E402
-from lstm_mnist.tracking import names  # noqa: E402
-from lstm_mnist.tracking.configurations import by_configuration  # noqa: E402
-from lstm_mnist.tracking.store import Store  # noqa: E402
-from lstm_mnist.tracking.sweep import SweepRun, job_state  # noqa: E402
+from lstm_mnist.tracking import (  # noqa: E402
+    Store,
+    SweepRecord,
+    finished,
+    is_finished,
+    job_state,
+    names,
+)
+from lstm_mnist.tracking.ranking import by_configuration  # noqa: E402
 
 
-def ranked(sweep: SweepRun) -> list[Run]:
+def ranked(sweep: SweepRecord) -> list[Run]:
     """The sweep's runs: finished ones best first by the objective, then the pruned, failed or
     killed ones."""
-    metric, sign = sweep.objective.metric, 1 if sweep.objective.direction == "maximize" else -1
+    metric, sign = sweep.objective.metric, sweep.objective.sign
     return sorted(
         sweep.children(),
-        key=lambda r: (job_state(r) == "finished", sign * r.data.metrics.get(metric, -math.inf)),
+        key=lambda r: (is_finished(r), sign * r.data.metrics.get(metric, -math.inf)),
         reverse=True,
     )
 
@@ -62,18 +68,15 @@ def table(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> s
             + [short(run.data.params.get(k, "-")) for k in swept]
             + [f"{seconds:.0f} s" if seconds is not None else "-"]
         )
-    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
-    )
+    return format_table(head, rows)
 
 
-def configuration_table(sweep: SweepRun, runs: list[Run], swept: list[str]) -> str | None:
+def configuration_table(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> str | None:
     """One line per configuration (its finished seeds), best mean first: n, mean ± std and the
     95% interval of the objective, test_acc, and Welch's t-test against the best configuration.
     None when no configuration has two seeds or more."""
-    metric, sign = sweep.objective.metric, 1 if sweep.objective.maximize else -1
-    done = [r for r in runs if job_state(r) == "finished" and metric in r.data.metrics]
+    metric, sign = sweep.objective.metric, sweep.objective.sign
+    done = [r for r in finished(runs) if metric in r.data.metrics]
     groups = list(by_configuration(done).values())
     if not any(len(g) > 1 for g in groups):
         return None
@@ -98,13 +101,10 @@ def configuration_table(sweep: SweepRun, runs: list[Run], swept: list[str]) -> s
             + [str(found.n), str(found), found.interval, str(estimate(tests)) if tests else "-"]
             + [verdict]
         )
-    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
-    )
+    return format_table(head, rows)
 
 
-def plot_curves(sweep: SweepRun, runs: list[Run], swept: list[str]) -> plt.Figure:
+def plot_curves(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> plt.Figure:
     """The objective against the step: a line per run, or per configuration with seeds its mean
     with a band of one standard deviation."""
     metric = sweep.objective.metric
@@ -134,9 +134,9 @@ def plot_curves(sweep: SweepRun, runs: list[Run], swept: list[str]) -> plt.Figur
     return fig
 
 
-def plot_params(sweep: SweepRun, runs: list[Run], swept: list[str]) -> plt.Figure:
+def plot_params(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> plt.Figure:
     metric = sweep.objective.metric
-    scored = [r for r in runs if metric in r.data.metrics and job_state(r) == "finished"]
+    scored = [r for r in finished(runs) if metric in r.data.metrics]
     fig, axes = plt.subplots(1, len(swept), figsize=(4 * len(swept), 3.5), squeeze=False)
     for ax, key in zip(axes[0], swept, strict=True):
         values = [r.data.params[key] for r in scored]

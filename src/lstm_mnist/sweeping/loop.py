@@ -1,16 +1,14 @@
-"""The loop both Hydra sweepers share, on Hydra's public Sweeper API: check the jobs, open the
-sweep's parent run, launch jobs until the subclass has none left, record how each ended, close
-the parent. A subclass says which jobs to run (`plan`, `next_jobs`) and takes note of results
-(`finish`)."""
+"""The sweep loop, written once for every sweeper, on Hydra's public Sweeper API: check the
+jobs, open the sweep's parent run, launch jobs until the sweeper has none left, record how each
+ended, close the parent. A sweeper (grid.py, optuna/sweeper.py) says which jobs to run (`plan`,
+`next_jobs`) and takes note of results (`finish`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +20,13 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_mnist.config import validate
+from lstm_mnist.cluster import cancel_slurm_jobs
+from lstm_mnist.display import one_line
 from lstm_mnist.interrupts import SWEEPER_PID, Interrupted, stop_workers
+from lstm_mnist.schema import validate
 from lstm_mnist.stats import estimate
-from lstm_mnist.tracking import names
-from lstm_mnist.tracking.model_policy import keep_best_models
-from lstm_mnist.tracking.names import DEFAULT_URI, Objective
-from lstm_mnist.tracking.store import Store
-from lstm_mnist.tracking.sweep import JOB_STATES, Outcome, SweepRun
+from lstm_mnist.sweeping.model_policy import keep_best_models
+from lstm_mnist.tracking import DEFAULT_URI, JOB_STATES, Objective, Outcome, Store, SweepRun, names
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +40,7 @@ class JobsFailed(RuntimeError):
 
     def __init__(self, failures: list[tuple[str, BaseException]], total: int) -> None:
         lines = [f"sweep done; {len(failures)} of {total} job(s) failed:"]
-        lines += [f"  {job}: {type(e).__name__}: {' '.join(str(e).split())}" for job, e in failures]
+        lines += [f"  {job}: {type(e).__name__}: {one_line(e)}" for job, e in failures]
         super().__init__("\n".join(lines))
 
 
@@ -72,20 +69,6 @@ class Plan:
     definition: dict[str, Any]  # stored with the parent as sweep.yaml
     space: dict[str, str]  # each swept knob and its values, the parent's params
     trade_offs: tuple[Objective, ...] = ()  # a Pareto sweep's objectives after the first
-
-
-def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once: joblib's n_jobs (-1: one per core), else 1."""
-    n_jobs = launcher.get("n_jobs", 1) or 1
-    return n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))
-
-
-def parallel_slots(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once: joblib's n_jobs, or submitit's (SLURM's)
-    array_parallelism."""
-    if "array_parallelism" in launcher:
-        return launcher.array_parallelism
-    return parallel_jobs(launcher)
 
 
 class TrackedSweeper(Sweeper):
@@ -136,7 +119,7 @@ class TrackedSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         plan = self.plan(arguments)
         parent = SweepRun.open(
-            Store(plan.config.logger.tracking_uri, plan.config.logger.experiment_name),
+            Store.of(plan.config),
             Objective.from_config(plan.config),
             name=plan.name,
             key=plan.key,
@@ -188,23 +171,11 @@ class TrackedSweeper(Sweeper):
 def stop_running_jobs(signum: int, sweep_dir: Path, launcher: DictConfig) -> None:
     """Stop whatever still runs the sweep's jobs, so that nothing trains on once the command has
     exited: a parallel launcher's worker processes get the signal; with hydra/launcher=slurm,
-    the sweep's SLURM jobs are cancelled (SLURM sends them SIGTERM). Either way each job
-    checkpoints and marks its run KILLED; this waits for them (a minute at most)."""
+    the sweep's SLURM jobs are cancelled. Either way each job checkpoints and marks its run
+    KILLED; this waits for them (a minute at most)."""
     if stop_workers(signum):
         log.info("the sweep's worker processes have stopped")
-    submitted = sweep_dir / ".submitit"  # submitit's folder: one subfolder per SLURM job
-    if not launcher.get("_target_", "").endswith("SlurmLauncher") or not submitted.is_dir():
-        return
-    ids = sorted({p.name.split("_")[0] for p in submitted.iterdir() if p.name[:1].isdigit()})
-    if not ids:
-        return
-    subprocess.run(["scancel", *ids], check=False)
-    for _ in range(120):
-        queue = ["squeue", "-h", "-j", ",".join(ids), "-o", "%i"]
-        if not subprocess.run(queue, capture_output=True, text=True).stdout.strip():
-            break
-        time.sleep(0.5)
-    log.info(f"the sweep's SLURM jobs {', '.join(ids)} were cancelled")
+    cancel_slurm_jobs(launcher, sweep_dir)
 
 
 def nesting(parent: SweepRun, job: Job) -> list[str]:

@@ -1,0 +1,92 @@
+"""What the launcher and the scheduler say about a job, in one place: the SLURM job a process
+runs in (its id, whether it was started again, the cores it was given), how many jobs a launcher
+runs at once, and cancelling a sweep's SLURM jobs. Only the entry points and the sweepers read
+the process environment and Hydra's launcher config; they hand these facts down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    id: str  # "<array job>_<task>" for an array task, else the job id
+    restarts: int  # SLURM_RESTART_COUNT: >= 1 once requeued (preemption, time limit, scontrol)
+    cpus: int | None  # SLURM_CPUS_PER_TASK: the cores the job was given
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> SlurmJob | None:
+        """The SLURM job of a process with environment `environ`, or None outside SLURM."""
+        if "SLURM_ARRAY_JOB_ID" in environ:
+            job = f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+        elif "SLURM_JOB_ID" in environ:
+            job = environ["SLURM_JOB_ID"]
+        else:
+            return None
+        cpus = environ.get("SLURM_CPUS_PER_TASK")
+        restarts = int(environ.get("SLURM_RESTART_COUNT", "0"))
+        return cls(job, restarts, int(cpus) if cpus else None)
+
+
+def submitit_slurm_job(environ: Mapping[str, str]) -> bool:
+    """Whether this process is a job of hydra/launcher=slurm (submitit's, which requeues it)."""
+    return environ.get("SUBMITIT_EXECUTOR") == "slurm"
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1: one per
+    core), else 1."""
+    n_jobs = launcher.get("n_jobs", 1) or 1
+    return n_jobs if n_jobs >= 1 else len(os.sched_getaffinity(0))
+
+
+def parallel_slots(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once anywhere: joblib's n_jobs, or submitit's (SLURM's)
+    array_parallelism."""
+    if "array_parallelism" in launcher:
+        return launcher.array_parallelism
+    return parallel_jobs(launcher)
+
+
+def cancel_slurm_jobs(launcher: DictConfig, sweep_dir: Path, wait_s: float = 60) -> list[str]:
+    """With hydra/launcher=slurm, cancel the sweep's SLURM jobs (SLURM sends each SIGTERM: it
+    checkpoints and marks its run KILLED) and wait until they have left the queue; returns their
+    ids, none for another launcher."""
+    submitted = sweep_dir / ".submitit"  # submitit's folder: one subfolder per SLURM job
+    if not launcher.get("_target_", "").endswith("SlurmLauncher") or not submitted.is_dir():
+        return []
+    ids = sorted({p.name.split("_")[0] for p in submitted.iterdir() if p.name[:1].isdigit()})
+    if not ids:
+        return []
+    subprocess.run(["scancel", *ids], check=False)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        queue = ["squeue", "-h", "-j", ",".join(ids), "-o", "%i"]
+        if not subprocess.run(queue, capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(0.5)
+    log.info(f"the sweep's SLURM jobs {', '.join(ids)} were cancelled")
+    return ids
+
+
+def torch_threads(num_threads: int | None, slurm: SlurmJob | None, parallel: int) -> int:
+    """num_threads if set; in a SLURM job the cores it was given; else this machine's cores
+    shared among the `parallel` jobs a launcher runs at once."""
+    if num_threads:
+        return num_threads
+    cores = len(os.sched_getaffinity(0))
+    if slurm is not None and slurm.cpus:
+        # Where SLURM does not pin the job to its cores (task/none), more threads than those
+        # would fight the node's other jobs: measured 16x slower, 2 jobs x 2 threads on 2 cores.
+        return max(1, min(cores, slurm.cpus))
+    return max(1, cores // parallel)

@@ -1,0 +1,94 @@
+"""What the tests share: tiny configs composed with Hydra's compose API on the real bundled MNIST,
+the CLI run on them in a throw-away folder, and readers of the MLflow store they record into."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import lstm_mnist.schema  # noqa: F401  (registers the schema)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A model and run small enough for a test; everything else is the real code path.
+TINY = [
+    "num_layers=1",
+    "num_units=16",
+    "batch_size=64",
+    "max_steps=30",
+    "log_every=10",
+    "val_every=20",
+    "data.eval_batch_size=2500",
+]
+
+
+def tiny_cli_args(tmp_path: Path) -> list[str]:
+    """TINY plus a throw-away MLflow store and Hydra output dir under tmp_path."""
+    return TINY + [
+        "artifacts.model=false",
+        "artifacts.pictures=false",
+        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"hydra.run.dir={tmp_path}/outputs",
+        f"ckpt_dir={tmp_path}/checkpoints",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+    ]
+
+
+def compose_tiny(tmp: Path, *overrides: str) -> tuple[DictConfig, str]:
+    """TINY plus `overrides`, with the store, outputs and checkpoints under tmp; returns the
+    config and the store URI."""
+    store = f"sqlite:///{tmp}/mlflow.db"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=TINY
+            + [
+                f"logger.tracking_uri={store}",
+                f"trainer.default_root_dir={tmp}/outputs",
+                f"ckpt_dir={tmp}/checkpoints",
+                *overrides,
+            ],
+        )
+    return cfg, store
+
+
+def steps_of(store: str, run, metric: str, values: bool = False) -> list:
+    history = mlflow.MlflowClient(store).get_metric_history(run.info.run_id, metric)
+    return [(m.step, m.value) if values else m.step for m in history]
+
+
+def runs_in(store: str, parents: bool = False, configurations: bool = False) -> list:
+    """The training runs in the store (or, with parents=True, the sweeps' parent runs; with
+    configurations=True, the configuration runs of sweeps with replicates)."""
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name("lstm-mnist")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [
+        r
+        for r in runs
+        if ("sweep_key" in r.data.tags) == parents
+        and ("configuration" in r.data.tags) == configurations
+    ]
+
+
+def run_cli(
+    tmp_path, *overrides: str, multirun: bool = False, replace: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """src/train.py with tiny_cli_args (or `replace`) and `overrides`, run in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    base = tiny_cli_args(tmp_path) if replace is None else replace
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
+        + [*base, *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
