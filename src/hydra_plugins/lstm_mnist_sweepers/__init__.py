@@ -20,9 +20,11 @@ class Facade(Sweeper):
         raise NotImplementedError
 
     def __init__(self, **settings: Any) -> None:
-        self.impl = self.implementation()(**settings)
+        self.settings = settings
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        # built here, not in __init__: Hydra would wrap a bad setting's error in its own
+        self.impl = self.implementation()(**self.settings)
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:

@@ -1,13 +1,13 @@
 """Compare the runs of a sweep: a table sorted by the objective, and plots, from the MLflow store.
 
-python src/comparison.py                      # the latest sweep in ./mlflow.db
-python src/comparison.py --sweep <parent run id> --tracking-uri http://mlflow.example:5000
+python src/compare.py                      # the latest sweep in ./mlflow.db
+python src/compare.py --sweep <parent run id> --tracking-uri http://mlflow.example:5000
 
 With seed replicates (-m ... replicates=3) it also ranks configurations by their mean, with a
 95% interval and Welch's t-test against the best. Writes learning_curves.png (the objective of
 every run, or each configuration's mean and band), params.png (its final value against each
 swept knob), for an Optuna sweep param_importance.png (Optuna's PED-ANOVA, or fANOVA with
---importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_pareto.png
+--importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_front.png
 to --out, and logs them to the sweep's parent run under compare/.
 """
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     if swept:
         figures["params.png"] = comparison.plot_params(sweep, runs, swept)
     if sweep.trade_offs:
-        figures["pareto_pareto.png"] = pareto.plot(sweep, runs, knobs)
+        figures["pareto_front.png"] = pareto.plot(sweep, runs, knobs)
     try:
         importance = comparison.plot_importance(parent, store, args.storage, args.importance)
     except ValueError as err:  # the study's storage is not known
