@@ -28,10 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/slurm.py: the local cluster
 
-# Tags of a trial's run (lstm_mnist's tracking names; repeated so that this script depends on no
-# module of it): which Optuna trial it trained, and, on a pruned trial's run, when and why.
-OPTUNA_TRIAL = "optuna_trial"
-PRUNED = "pruned"
+from lstm_mnist.tracking.names import OPTUNA_TRIAL, PRUNED  # noqa: E402  (no MLflow import)
 
 SEARCH = [
     "sweeps=optuna",

@@ -63,10 +63,7 @@ def compose(precision: str, args: argparse.Namespace, tmp: str):
     from hydra import initialize_config_dir
 
     # Registers conf/config.yaml's `schema` default (and the resolver of its sweeps/ search path).
-    try:
-        import lstm_mnist.schema  # noqa: F401
-    except ImportError:
-        import lstm_mnist.config  # noqa: F401  (its name before the rename)
+    import lstm_mnist.schema  # noqa: F401
 
     overrides = [
         f"trainer={'gpu' if args.device == 'cuda' else 'cpu'}",

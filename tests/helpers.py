@@ -92,3 +92,33 @@ def run_cli(
         env=env,
         timeout=600,
     )
+
+
+def mlflow_run(
+    run_id: str,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+    status: str = "FINISHED",
+    seconds: float = 10.0,
+):
+    """An mlflow Run entity as the search API returns it, built in memory: for the unit tests of
+    what reads runs (ranking, tables), which need no store."""
+    from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
+
+    info = RunInfo(
+        run_id=run_id,
+        experiment_id="1",
+        user_id="test",
+        status=status,
+        start_time=1_000_000,
+        end_time=1_000_000 + int(seconds * 1000),
+        lifecycle_stage="active",
+        run_name=run_id,
+    )
+    data = RunData(
+        metrics=[Metric(k, v, 0, 1) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+    )
+    return Run(info, data)

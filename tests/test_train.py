@@ -36,6 +36,15 @@ def test_run_is_recorded_in_mlflow(short_run):
     assert "num_units: 64" in open(config).read()
 
 
+def test_a_run_logs_exactly_the_metrics_an_objective_may_name(short_run):
+    from lstm_mnist.tracking import METRICS
+
+    _, store = short_run
+    (run,) = runs_in(store)
+    logged = {m for m in run.data.metrics if not m.startswith("system/")} - {"step", "epoch"}
+    assert logged == set(METRICS)
+
+
 def test_cli_multirun_records_one_run_per_job(tmp_path):
     proc = run_cli(tmp_path, "num_layers=1,2", multirun=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

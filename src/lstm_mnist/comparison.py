@@ -16,6 +16,7 @@ from mlflow.entities import Run  # noqa: E402
 from lstm_mnist.display import table as format_table  # noqa: E402
 from lstm_mnist.stats import ALPHA, estimate, welch_p  # noqa: E402
 from lstm_mnist.tracking import (  # noqa: E402
+    Objective,
     Store,
     SweepRecord,
     finished,
@@ -26,13 +27,15 @@ from lstm_mnist.tracking import (  # noqa: E402
 from lstm_mnist.tracking.ranking import by_configuration  # noqa: E402
 
 
-def ranked(sweep: SweepRecord) -> list[Run]:
-    """The sweep's runs: finished ones best first by the objective, then the pruned, failed or
-    killed ones."""
-    metric, sign = sweep.objective.metric, sweep.objective.sign
+def ranked(objective: Objective, runs: list[Run]) -> list[Run]:
+    """The runs, finished ones best first by the objective, then the pruned, failed or killed
+    ones."""
     return sorted(
-        sweep.children(),
-        key=lambda r: (is_finished(r), sign * r.data.metrics.get(metric, -math.inf)),
+        runs,
+        key=lambda r: (
+            is_finished(r),
+            objective.sign * r.data.metrics.get(objective.metric, -math.inf),
+        ),
         reverse=True,
     )
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         fail(err)
     sweep = SweepRecord.of(store, parent)
-    runs = comparison.ranked(sweep)
+    runs = comparison.ranked(sweep.objective, sweep.children())
     if not runs:
         fail(f"sweep {parent.info.run_id} has no runs yet")
     swept = comparison.swept_params(runs)
