@@ -122,3 +122,46 @@ def mlflow_run(
         tags=[RunTag(k, v) for k, v in (tags or {}).items()],
     )
     return Run(info, data)
+
+
+def job_runs(tracking_uri: str, sweep_dir: Path) -> list:
+    """The runs of a sweep's jobs (not its parent run, if any), in job order."""
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("lstm-mnist")
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{sweep_dir}'")
+    jobs = [r for r in runs if "job_num" in r.data.tags]
+    return sorted(jobs, key=lambda r: int(r.data.tags["job_num"]))
+
+
+ASYNC_SEARCH = [
+    "sweeps=optuna",
+    "~hydra.sweeper.params.num_units",
+    "~hydra.sweeper.params.num_layers",
+    "~hydra.sweeper.params.dropout",
+    "hydra.sweeper.n_trials=4",
+    "max_steps=300",
+    "~hydra.sweeper.pruner",
+    "+hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.2,n_warmup_steps:30}",
+    "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:1.0e-7},{lr:3.0e-3},{lr:5.0e-3}]",
+]
+
+
+def assert_no_barrier(study, runs: list, parent) -> None:
+    """The pruned trial's worker started the next trial while the other worker's first trial was
+    still training; one run per trial, all under the parent, each with its trial's value."""
+    trials = sorted(study.trials, key=lambda t: t.datetime_start)
+    assert [t.state.name for t in trials].count("PRUNED") == 1 and len(trials) == 4
+    (pruned,) = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned.params["lr"] == 1.0e-7
+    first_other = trials[0] if trials[0] is not pruned else trials[1]
+    following = [t for t in trials if t.datetime_start >= pruned.datetime_complete]
+    assert following and following[0].datetime_start < first_other.datetime_complete
+    by_trial = {r.data.tags["optuna_trial"]: r for r in runs}
+    assert sorted(by_trial) == ["0", "1", "2", "3"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    for t in study.trials:
+        run = by_trial[str(t.number)]
+        assert run.info.run_name.startswith(f"lr={t.params['lr']},")  # the trial's own value
+        if t.state.name == "COMPLETE":
+            assert t.value == run.data.metrics["val_acc"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs_pruned"] == "1"

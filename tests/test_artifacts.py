@@ -172,6 +172,8 @@ def post(url: str, body: dict) -> dict:
         return json.load(response)
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_mlflow_server_serves_the_run(short_run, tmp_path):
     result, store = short_run
     port = free_port()

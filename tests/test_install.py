@@ -70,6 +70,7 @@ def test_help_page_lists_knobs_groups_recipes_and_sweeps_with_their_values(tmp_p
     assert "Powered by Hydra" not in help_page
 
 
+@pytest.mark.slow
 def test_non_editable_install_finds_its_data_and_sweeps_from_another_folder(tmp_path):
     source = tmp_path / "source"
     source.mkdir()

@@ -3,24 +3,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, job_runs, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 
 
-def job_runs(tracking_uri: str, sweep_dir: Path) -> list:
-    """The runs of a sweep's jobs (not its parent run, if any), in job order."""
-    client = mlflow.MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name("lstm-mnist")
-    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{sweep_dir}'")
-    jobs = [r for r in runs if "job_num" in r.data.tags]
-    return sorted(jobs, key=lambda r: int(r.data.tags["job_num"]))
-
-
+@pytest.mark.slow
+@pytest.mark.services
 def test_optuna_sweep_with_its_study_in_postgres(mlflow_server, optuna_storage_url, tmp_path):
     import optuna
     import sqlalchemy
@@ -54,6 +45,8 @@ def test_optuna_sweep_with_its_study_in_postgres(mlflow_server, optuna_storage_u
     assert {str(t.number): t.value for t in study.trials} == values
 
 
+@pytest.mark.slow
+@pytest.mark.services
 def test_sweep_logs_into_mlflow_server_on_postgres(mlflow_server, tmp_path):
     # The last of two values for a key wins: this replaces tiny_cli_args' SQLite store.
     proc = run_cli(
@@ -142,6 +135,7 @@ def test_slurm_launcher_config_composes_and_submitit_accepts_it(tmp_path, monkey
         assert line in sbatch.splitlines(), sbatch
 
 
+@pytest.mark.slow
 def test_sweep_runs_through_submitit_local_launcher(tmp_path):
     """hydra/launcher=slurm's sibling that needs no cluster: the job runs in a process submitit
     starts, and is recorded as usual."""

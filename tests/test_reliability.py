@@ -128,6 +128,7 @@ def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
     pytest.fail("training did not start: " + proc.communicate()[1][-2000:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_checkpoints_the_last_step_and_marks_the_run_killed(tmp_path, signum, exit_code):
     proc, run_id = start_training(tmp_path, "val_every=100000")  # no periodic checkpoints
@@ -144,6 +145,7 @@ def test_interrupt_checkpoints_the_last_step_and_marks_the_run_killed(tmp_path, 
     assert state["global_step"] >= max(steps_of(store, run, "train_loss"))
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run_without_gaps_or_repeats(tmp_path):
     proc, run_id = start_training(tmp_path, "max_steps=400")
     proc.send_signal(signal.SIGTERM)
@@ -163,6 +165,7 @@ def test_resume_continues_the_same_run_without_gaps_or_repeats(tmp_path):
     assert steps_of(store, run, "test_acc") == [400]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_logs_no_step_twice(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     config = ["num_units=64", "max_steps=600", "val_every=200"]
@@ -185,6 +188,7 @@ def test_resume_after_sigkill_logs_no_step_twice(tmp_path):
     assert steps_of(store, run, "val_acc") == [200, 400, 600]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path):
     proc, run_id = start_training(tmp_path)
     proc.send_signal(signal.SIGTERM)
@@ -194,6 +198,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert f"error: resume={run_id}: num_units=32 here but 16 in that run" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     proc, dead_id = start_training(tmp_path)
     proc.kill()  # SIGKILL: no handler runs, the run stays RUNNING
@@ -219,6 +224,7 @@ def test_run_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     assert run.data.metrics["val_acc"] == round(run.data.metrics["val_acc"], 4)
 
 
+@pytest.mark.slow
 def test_full_disk_fails_the_run_and_leaves_no_truncated_checkpoint(tmp_path):
     def small_files_only():  # every file this process writes is capped at 4 MB
         resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, 4_000_000))
@@ -272,6 +278,7 @@ def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     sweeps = [
@@ -304,6 +311,7 @@ def test_two_sweeps_at_once_into_one_fresh_sqlite_store(tmp_path):
         assert steps_of(store, run, "test_acc") == [30]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_stops_and_lists_the_jobs_not_run(tmp_path):
     proc, _ = start_training(tmp_path, "num_layers=1,2,3", multirun=True)
     proc.send_signal(signal.SIGTERM)
@@ -325,6 +333,7 @@ def sigterm(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)  # as a scheduler or `kill` does: to the command only
 
 
+@pytest.mark.slow
 # With SIGTERM, a third worker idles (loky starts n_jobs at once); with Ctrl-C it would die
 # of it, and loky would kill the others: a gap of loky's (interrupts.py).
 @pytest.mark.parametrize("interrupt, exit_code, n_jobs", [(sigterm, 143, 3), (ctrl_c, 130, 2)])
@@ -360,6 +369,7 @@ def test_interrupted_parallel_sweep_stops_every_worker_and_leaves_nothing_runnin
     assert parent.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_sweep_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     proc, dead_job = start_training(tmp_path, "num_layers=1,2", multirun=True)
@@ -377,6 +387,7 @@ def test_sweep_left_running_by_sigkill_is_marked_killed_at_next_start(tmp_path):
     assert parent.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_trial_whose_job_died_is_failed_and_retried_with_the_same_values(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = [

@@ -10,27 +10,54 @@ import sys
 import time
 
 import mlflow
-from helpers import ROOT, run_cli, steps_of, tiny_cli_args
-from test_postgres import job_runs
-from test_sweeps import ASYNC_SEARCH, assert_no_barrier
+import pytest
+from helpers import (
+    ASYNC_SEARCH,
+    ROOT,
+    assert_no_barrier,
+    job_runs,
+    run_cli,
+    steps_of,
+    tiny_cli_args,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 # One CPU per job: the 2 jobs of a sweep run at once even on a 2-core machine.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
 
-def accounting(*columns: str) -> list[list[str]]:
-    """sacct's lines for this cluster's jobs (job steps left out), as lists of `columns`."""
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-a", "-S", "now-1hour", "-o", ",".join(columns)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.split("|") for line in out.splitlines() if line]
+def accounting(*columns: str, settle_s: float = 30) -> list[list[str]]:
+    """sacct's lines for this cluster's jobs (job steps left out), as lists of `columns`, once no
+    job reads RUNNING or COMPLETING any more (the job's result can be in before slurmdbd has its
+    end: seen here, both tasks still RUNNING right after the sweep returned), `settle_s` at most."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = subprocess.run(
+            [
+                "sacct",
+                "-n",
+                "-X",
+                "-P",
+                "-a",
+                "-S",
+                "now-1hour",
+                "-o",
+                f"State,{','.join(columns)}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        lines = [line.split("|") for line in out.splitlines() if line]
+        busy = any(line[0] in ("RUNNING", "COMPLETING") for line in lines)
+        if not busy or time.monotonic() > deadline:
+            return [line[1:] for line in lines]
+        time.sleep(1)
 
 
 def test_grid_sweep_runs_as_one_slurm_job_array(slurm, mlflow_server, tmp_path):
-    before = {line[0] for line in accounting("JobID")}
+    before = {line[0] for line in accounting("JobID", settle_s=0)}
     proc = run_cli(
         tmp_path,
         "num_layers=1,2",

@@ -15,10 +15,12 @@ import mlflow
 import optuna
 import pytest
 import scipy.stats
-from helpers import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
+from helpers import ASYNC_SEARCH, ROOT, assert_no_barrier, run_cli, runs_in, steps_of, tiny_cli_args
 
 from lstm_mnist.cli import compare_command
 from lstm_mnist.tracking import Objective, Store
+
+pytestmark = pytest.mark.slow
 
 
 def sweep_args(tmp_path, *drop: str) -> list[str]:
@@ -451,40 +453,6 @@ def test_pareto_sweep_records_its_front(tmp_path, capsys):
 
 # An Optuna sweep for two asynchronous workers: lr=1e-7 cannot learn and is pruned at its first
 # check, long before the others end.
-ASYNC_SEARCH = [
-    "sweeps=optuna",
-    "~hydra.sweeper.params.num_units",
-    "~hydra.sweeper.params.num_layers",
-    "~hydra.sweeper.params.dropout",
-    "hydra.sweeper.n_trials=4",
-    "max_steps=300",
-    "~hydra.sweeper.pruner",
-    "+hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.2,n_warmup_steps:30}",
-    "hydra.sweeper.enqueue=[{lr:1.0e-2},{lr:1.0e-7},{lr:3.0e-3},{lr:5.0e-3}]",
-]
-
-
-def assert_no_barrier(study: optuna.Study, runs: list, parent) -> None:
-    """The pruned trial's worker started the next trial while the other worker's first trial was
-    still training; one run per trial, all under the parent, each with its trial's value."""
-    trials = sorted(study.trials, key=lambda t: t.datetime_start)
-    assert [t.state.name for t in trials].count("PRUNED") == 1 and len(trials) == 4
-    (pruned,) = [t for t in trials if t.state.name == "PRUNED"]
-    assert pruned.params["lr"] == 1.0e-7
-    first_other = trials[0] if trials[0] is not pruned else trials[1]
-    following = [t for t in trials if t.datetime_start >= pruned.datetime_complete]
-    assert following and following[0].datetime_start < first_other.datetime_complete
-    by_trial = {r.data.tags["optuna_trial"]: r for r in runs}
-    assert sorted(by_trial) == ["0", "1", "2", "3"]
-    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
-    for t in study.trials:
-        run = by_trial[str(t.number)]
-        assert run.info.run_name.startswith(f"lr={t.params['lr']},")  # the trial's own value
-        if t.state.name == "COMPLETE":
-            assert t.value == run.data.metrics["val_acc"]
-    assert parent.info.status == "FINISHED" and parent.data.tags["jobs_pruned"] == "1"
-
-
 def test_asynchronous_optuna_workers_reuse_a_pruned_trials_slot_at_once(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
