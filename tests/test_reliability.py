@@ -254,6 +254,11 @@ def test_full_disk_fails_the_run_and_leaves_no_truncated_checkpoint(tmp_path):
     [
         ("dropout=0.1,1.5", "error: sweep rejected before any job ran: dropout=1.5 is invalid"),
         ("num_layers=1,two,3", "num_layers"),
+        (
+            "model.cell=lstm,rnn_tanh",
+            "error: sweep rejected before any job ran: model.cell=rnn_tanh is invalid:"
+            " must be lstm or gru\n",
+        ),
     ],
 )
 def test_one_bad_job_rejects_the_whole_sweep_before_it_starts(tmp_path, sweep, message):
