@@ -6,8 +6,10 @@
 - artifacts.py: what a run uploads: config, the model, the test report;
 - run.py: one training run's life, from its params to its one final status (the only writer of
   statuses);
-- parent.py: a sweep's parent run, which the jobs' runs (or its configurations' runs) are nested
-  under: SweepRun writes it, SweepRecord reads it;
+- resume.py: where a run continues from (resume=<run id>, or a requeued SLURM job's own run);
+- sweep_record.py: what the store knows of a sweep (SweepRecord), read only, without torch;
+- parent.py: a sweep's parent run as its sweeper writes it (SweepRun), which the jobs' runs (or
+  its configurations' runs) are nested under, with its best configuration and Pareto set;
 - ranking.py: runs grouped by configuration and ranked (by mean, or Pareto dominance);
 - system.py: MLflow's system metrics, of the run's own GPU.
 
@@ -22,17 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lstm_mnist.tracking.names import DEFAULT_URI, METRICS, Objective
-    from lstm_mnist.tracking.parent import (
+    from lstm_mnist.tracking.parent import Outcome, SweepRun
+    from lstm_mnist.tracking.run import TrackedRun, tracked_run
+    from lstm_mnist.tracking.store import Store, StoreError
+    from lstm_mnist.tracking.sweep_record import (
         JOB_STATES,
-        Outcome,
         SweepRecord,
-        SweepRun,
         finished,
         is_finished,
         job_state,
     )
-    from lstm_mnist.tracking.run import TrackedRun, tracked_run
-    from lstm_mnist.tracking.store import Store, StoreError
 
 # name -> the module of this package that defines it
 _DOOR = {
@@ -44,12 +45,12 @@ _DOOR = {
     "TrackedRun": "run",
     "tracked_run": "run",
     "SweepRun": "parent",
-    "SweepRecord": "parent",
+    "SweepRecord": "sweep_record",
     "Outcome": "parent",
-    "JOB_STATES": "parent",
-    "finished": "parent",
-    "is_finished": "parent",
-    "job_state": "parent",
+    "JOB_STATES": "sweep_record",
+    "finished": "sweep_record",
+    "is_finished": "sweep_record",
+    "job_state": "sweep_record",
 }
 
 __all__ = [

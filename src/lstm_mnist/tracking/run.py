@@ -25,10 +25,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
-from lstm_mnist.checkpoints import CheckpointOnInterrupt, latest_checkpoint
+from lstm_mnist.checkpoints import CheckpointOnInterrupt
 from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.interrupts import Interrupted
-from lstm_mnist.tracking import artifacts, identity, names
+from lstm_mnist.tracking import artifacts, identity, names, resume
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.system import system_monitor
 
@@ -165,10 +165,13 @@ def tracked_run(
         )
         end_run(store.client, run_id, "KILLED")
     params = identity.run_params(cfg)
-    if not cfg.resume and (requeued := requeued_run(store, experiment_id, cfg, job)) is not None:
+    if (
+        not cfg.resume
+        and (requeued := resume.requeued_run(store, experiment_id, cfg, job)) is not None
+    ):
         log.info(f"SLURM requeued job {job.slurm.id}: continuing its run {requeued}")
         cfg.resume = requeued
-    resume_from = resume_point(store, cfg, params) if cfg.resume else None
+    resume_from = resume.resume_point(store, cfg, params) if cfg.resume else None
     mlflow.set_tracking_uri(store.uri)
     tags = identity.run_tags(cfg, job, params, threads)
     if gpu is not None:
@@ -206,43 +209,3 @@ def tracked_run(
         mlflow.end_run(status)
         if status == "FINISHED" and not cfg.keep_checkpoints:  # nothing left to resume
             shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)
-
-
-def requeued_run(store: Store, experiment_id: str, cfg: DictConfig, job: JobContext) -> str | None:
-    """In a SLURM job started again after a preemption, a time limit or `scontrol requeue`,
-    the run its earlier start left unfinished with a checkpoint; None otherwise (an
-    asynchronous Optuna worker's trials are retried instead)."""
-    if job.slurm is None or job.slurm.restarts < 1:
-        return None
-    if job.trial is not None and job.trial.worker is not None:
-        return None
-    for run in store.client.search_runs(
-        [experiment_id], f"tags.{names.SLURM_JOB} = '{job.slurm.id}'", order_by=["start_time DESC"]
-    ):
-        if run.info.status == "FINISHED":
-            return None
-        if latest_checkpoint(Path(cfg.ckpt_dir) / run.info.run_id) is not None:
-            return run.info.run_id
-    return None
-
-
-def resume_point(store: Store, cfg: DictConfig, params: dict[str, Any]) -> Path:
-    """The checkpoint to resume run `cfg.resume` from; the config must be the run's own."""
-    try:
-        run = store.client.get_run(cfg.resume)
-    except mlflow.MlflowException as err:
-        raise ValueError(f"resume={cfg.resume}: no such run in the store") from err
-    if run.info.status == "FINISHED":
-        raise ValueError(f"resume={cfg.resume}: that run has FINISHED; nothing to resume")
-    for key, value in params.items():
-        if run.data.params.get(key, str(value)) != str(value)[: names.MAX_NAME]:
-            raise ValueError(
-                f"resume={cfg.resume}: {key}={value} here but {run.data.params[key]} in that run;"
-                f" repeat its overrides: {run.data.tags.get(names.OVERRIDES, '')}"
-            )
-    path = latest_checkpoint(Path(cfg.ckpt_dir) / cfg.resume)
-    if path is None:
-        raise ValueError(
-            f"resume={cfg.resume}: no usable checkpoint in {cfg.ckpt_dir}/{cfg.resume}"
-        )
-    return path
