@@ -11,7 +11,6 @@ import pytest
 import pytorch_lightning as pl
 from helpers import run_cli, runs_in
 
-import lstm_mnist.training
 from lstm_mnist.data import BatchedTensorDataset
 from lstm_mnist.training import train
 
@@ -92,12 +91,9 @@ def test_pruned_trial_run_never_reads_failed(make_cfg, monkeypatch):
         def on_validation_end(self, trainer, pl_module):
             raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
 
-    monkeypatch.setattr(
-        lstm_mnist.training, "trial_callbacks", lambda cfg, job: [PruneAtFirstValidation()]
-    )
     spy = Spy(monkeypatch)
     with pytest.raises(optuna.TrialPruned):
-        train(cfg)
+        train(cfg, callbacks=[PruneAtFirstValidation()])
     (run,) = runs_in(store)
     assert spy.statuses == ["FINISHED"]  # Lightning's "failed" never reached the store
     assert run.info.status == "FINISHED" and run.data.tags["pruned"] == "pruned at step 20"

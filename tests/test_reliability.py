@@ -16,7 +16,6 @@ import pytorch_lightning as pl
 import torch
 from helpers import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
 
-import lstm_mnist.training
 from lstm_mnist.data import BatchedTensorDataset
 from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.tracking import Store
@@ -74,13 +73,9 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_the_uninterrupted_one(
             if trainer.global_step == 37:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(
-        lstm_mnist.training, "trial_callbacks", lambda cfg, job: [SigtermAtStep37()]
-    )
     cfg, _ = make_cfg(*same)
     with pytest.raises(Interrupted):
-        train(cfg)
-    monkeypatch.undo()
+        train(cfg, callbacks=[SigtermAtStep37()])
     (killed,) = [r for r in runs_in(store) if r.info.status == "KILLED"]
     cfg, _ = make_cfg(*same, f"resume={killed.info.run_id}")
     resumed = train(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import pytorch_lightning as pl
@@ -18,16 +19,18 @@ from lstm_mnist.display import one_line
 from lstm_mnist.job import JobContext
 from lstm_mnist.schema import validate
 from lstm_mnist.stopping import early_stopping
-from lstm_mnist.sweeping.optuna.callbacks import trial_callbacks
 from lstm_mnist.tracking import artifacts, tracked_run
 from lstm_mnist.tracking.run import as_logged
 
 
-def train(cfg: DictConfig, job: JobContext | None = None) -> dict[str, float | str]:
+def train(
+    cfg: DictConfig, job: JobContext | None = None, callbacks: Sequence[pl.Callback] = ()
+) -> dict[str, float | str]:
     """Fit on train, validate every `val_every` steps and at the end, test once; return the final
     val_/test_ metrics, the run id and where to see the run in the MLflow UI. `job` says where
     the run belongs (the entry point builds it); without one, a plain run into the config's
-    store.
+    store. `callbacks` are further Lightning callbacks: an Optuna trial's heartbeat and pruning
+    (sweeping/optuna/callbacks.py), which the caller that knows the trial passes in.
 
     With `resume=<run id>`, continue that run from its last checkpoint, into the same MLflow run.
     """
@@ -38,8 +41,8 @@ def train(cfg: DictConfig, job: JobContext | None = None) -> dict[str, float | s
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     datamodule.setup()  # before the MLflow run exists: a data error records no run
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += early_stopping(cfg)
+    configured = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    configured += early_stopping(cfg)
 
     with job_gpu(cfg, job) as gpu, tracked_run(cfg, job, threads, gpu) as run:
         model = build_model(cfg)
@@ -47,7 +50,7 @@ def train(cfg: DictConfig, job: JobContext | None = None) -> dict[str, float | s
             cfg.trainer,
             **({"devices": [gpu]} if gpu is not None else {}),
             logger=run.logger(),
-            callbacks=callbacks + run.callbacks() + trial_callbacks(cfg, job),
+            callbacks=[*configured, *run.callbacks(), *callbacks],
             plugins=[AtomicCheckpointIO()],
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=run.resume_from)

@@ -38,6 +38,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     sweepers take the objective (and a Pareto sweep its trade-offs)."""
     # torch, Lightning, MLflow: not on --help's path
     from lstm_mnist.job import JobContext
+    from lstm_mnist.sweeping.optuna.callbacks import trial_callbacks
     from lstm_mnist.training import train
 
     requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
@@ -50,7 +51,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
                 from lstm_mnist.sweeping.optuna.worker import work
 
                 return work(cfg, job)
-            result = train(cfg, job)
+            result = train(cfg, job, trial_callbacks(cfg, job))
         except Interrupted as stop:  # the run is checkpointed and KILLED
             if submitit_slurm_job(os.environ):  # a job of hydra/launcher=slurm
                 slurm_stop(stop.signum, requeue)

@@ -32,6 +32,7 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.R
 def work(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     """Ask, train, tell until the study is full; return how many trials this worker ran and a
     line for each that failed."""
+    from lstm_mnist.sweeping.optuna.callbacks import trial_callbacks
     from lstm_mnist.training import train
 
     place = job.trial
@@ -51,7 +52,7 @@ def work(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
         try:
             trial_cfg = trial_config(cfg, trial.params)
             trial_job = job.for_trial(trial.number, values, retry_of(study, trial.number))
-            result = train(trial_cfg, trial_job)
+            result = train(trial_cfg, trial_job, trial_callbacks(trial_cfg, trial_job))
             end_trial(study, trial, [result[m] for m in metrics])
         except optuna.TrialPruned:
             end_trial(study, trial, TrialState.PRUNED)
