@@ -36,7 +36,7 @@ def trial_callbacks(cfg: DictConfig, job: JobContext) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [HeartbeatCallback(beat)]
     if place.settings.get("trade_offs"):
         return callbacks
-    study = job_study(place.study, place.settings, job.store)
+    study = job_study(place.study, place.settings, storage)  # one storage, one connection pool
     pruning = OptunaPruning(
         optuna.trial.Trial(study, trial_id),  # the trial the sweeper asked, in this process
         monitor=Objective.from_config(cfg).metric,

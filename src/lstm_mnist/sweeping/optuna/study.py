@@ -66,10 +66,14 @@ def create_study(
 
 
 def job_study(
-    name: str, sweeper: DictConfig, store: Store, sampler_seed_offset: int | None = None
+    name: str,
+    sweeper: DictConfig,
+    storage: optuna.storages.RDBStorage,
+    sampler_seed_offset: int | None = None,
 ) -> optuna.Study:
-    """The study as a job sees it, from the sweeper's config (`sweeper`): the storage keeps
-    neither the sampler nor the pruner, so both are instantiated here again. With
+    """The study as a job sees it, in `storage` (StudySettings.of(sweeper, store).storage()),
+    from the sweeper's config (`sweeper`): the storage keeps neither the sampler nor the pruner,
+    so both are instantiated here again. With
     `sampler_seed_offset` (an asynchronous worker's number), a seeded sampler gets a seed of its
     own, so that the workers do not draw the same values."""
     seed = {}
@@ -77,7 +81,7 @@ def job_study(
         seed = {"seed": sweeper.sampler.seed + sampler_seed_offset}
     return optuna.load_study(
         study_name=name,
-        storage=StudySettings.of(sweeper, store).storage(),
+        storage=storage,
         sampler=instantiate(sweeper.sampler, **seed) if sweeper.sampler else None,
         pruner=instantiate(sweeper.pruner) if sweeper.pruner else None,
     )

@@ -18,6 +18,7 @@ from lstm_mnist.display import one_line
 from lstm_mnist.job import JobContext
 from lstm_mnist.schema import validate
 from lstm_mnist.sweeping.optuna.study import (
+    StudySettings,
     TrialState,
     end_trial,
     fail_stale_trials,
@@ -38,7 +39,8 @@ def work(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     place = job.trial
     assert place is not None and place.worker is not None
     settings = place.settings
-    study = job_study(place.study, settings, job.store, sampler_seed_offset=place.worker)
+    storage = StudySettings.of(settings, job.store).storage()
+    study = job_study(place.study, settings, storage, sampler_seed_offset=place.worker)
     space = {k: instantiate(d) for k, d in settings.params.items()}
     metrics = [cfg.objective.metric, *(settings.trade_offs or {})]
     ran, failures = 0, []
