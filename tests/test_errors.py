@@ -38,6 +38,7 @@ def test_refused_value_is_one_line_and_records_no_run(tmp_path, override, messag
     assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []  # no empty FINISHED run
 
 
+@pytest.mark.slow
 def test_store_that_is_not_an_mlflow_database_is_named_in_one_line(tmp_path):
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"my notes, not a database\n" * 100)
@@ -48,6 +49,7 @@ def test_store_that_is_not_an_mlflow_database_is_named_in_one_line(tmp_path):
     assert db.read_bytes() == b"my notes, not a database\n" * 100  # left as it was
 
 
+@pytest.mark.slow
 def test_model_too_large_for_memory_fails_its_run_in_one_line(tmp_path):
     proc = run_cli(tmp_path, "num_units=1000000000")
     assert proc.returncode == 1

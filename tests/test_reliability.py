@@ -264,6 +264,7 @@ def test_one_bad_job_rejects_the_whole_sweep_before_it_starts(tmp_path, sweep, m
     assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []  # not even the good jobs ran
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server_fails_fast_and_clearly(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -420,6 +421,7 @@ def test_trial_whose_job_died_is_failed_and_retried_with_the_same_values(tmp_pat
     assert runs["1"].info.status == "FINISHED" and runs["1"].data.tags["retry_of"] == "0"
 
 
+@pytest.mark.slow
 def test_clean_removes_what_no_run_can_resume_from_and_purges_deleted_runs(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     experiment = Store(store, "lstm-mnist").prepare()
