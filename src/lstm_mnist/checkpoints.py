@@ -16,6 +16,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lstm_mnist.interrupts import Interrupted
@@ -51,7 +52,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class CheckpointOnInterrupt(pl.Callback):
     """Ctrl-C, SIGTERM or SIGUSR2 during training: finish the current step, checkpoint it, then
-    stop by raising Interrupted. A second signal stops at once."""
+    stop by raising Interrupted. A second signal stops at once. Under DDP the ranks agree after
+    every step on whether any was signalled (one tiny all-reduce), so that all checkpoint and
+    stop at the same step: a signal to rank 0 alone stops the whole training."""
 
     def __init__(self, dirpath: Path) -> None:
         self.dirpath = dirpath
@@ -69,11 +72,23 @@ class CheckpointOnInterrupt(pl.Callback):
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
             signal.signal(signum, self._note)
 
+    def signalled(self, trainer: pl.Trainer, device: torch.device) -> int | None:
+        """The signal this rank, or under DDP any rank, was sent."""
+        if trainer.world_size == 1:
+            return self.signum
+        mine = torch.tensor(self.signum or 0, device=device)
+        return int(trainer.strategy.reduce(mine, reduce_op="max")) or None
+
     # Checkpoint at the end of the step, as ModelCheckpoint does (the state Lightning resumes
     # from cleanly), but stop only at the start of the next one: Lightning sends a step's
     # metrics to MLflow after on_train_batch_end, and resume must not miss them.
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.signum is not None and not self.saved:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        if self.saved:
+            return
+        self.signum = self.signalled(trainer, pl_module.device)
+        if self.signum is not None:
             trainer.save_checkpoint(self.dirpath / f"step={trainer.global_step}.ckpt")
             self.saved = True
 
@@ -83,8 +98,26 @@ class CheckpointOnInterrupt(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.signum is not None:  # a signal during the very last step
-            self.on_train_batch_end(trainer)
+            if not self.saved:
+                trainer.save_checkpoint(self.dirpath / f"step={trainer.global_step}.ckpt")
             raise Interrupted(self.signum)
+
+
+def checkpoint_callbacks(dirpath: Path, every_n_steps: int) -> list[pl.Callback]:
+    """A run's checkpoints, on every rank of a DDP training (saving is collective; rank 0
+    writes): one every `every_n_steps` (the newest only: resume needs no other), one on
+    Ctrl-C/SIGTERM."""
+    return [
+        ModelCheckpoint(
+            dirpath=dirpath,
+            filename="step={step:.0f}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=every_n_steps,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        CheckpointOnInterrupt(dirpath),
+    ]
 
 
 def checkpoint_step(path: Path) -> int:

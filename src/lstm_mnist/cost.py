@@ -25,8 +25,11 @@ class ModelCost(pl.Callback):
             self.image = batch[0][:1].detach().clone()
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.log("num_params", float(sum(p.numel() for p in pl_module.parameters())))
-        pl_module.log("latency_ms", latency_ms(pl_module, self.image, self.reps, self.warmup))
+        pl_module.log(
+            "num_params", float(sum(p.numel() for p in pl_module.parameters())), rank_zero_only=True
+        )
+        latency = latency_ms(pl_module, self.image, self.reps, self.warmup)
+        pl_module.log("latency_ms", latency, rank_zero_only=True)  # rank 0's, unsynced
 
 
 def latency_ms(model: torch.nn.Module, image: torch.Tensor, reps: int, warmup: int) -> float:

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from lstm_mnist.resources import DATA_DIR
 from lstm_mnist.resumable import ResumableBatches, ResumableLoader
@@ -126,22 +134,63 @@ class BatchedTensorDataset(Dataset):
 class DeviceBatchSampler:
     """Index batches drawn on the data's device: for training one `randperm` there per epoch,
     cut into batches (the last partial one dropped); for evaluation plain slices in order. Either
-    way no index crosses from the host to the device per step."""
+    way no index crosses from the host to the device per step.
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, device: torch.device) -> None:
+    Under DDP (`world` > 1) rank `rank` takes every world-th sample of the same permutation
+    (every rank draws it from the same seeded stream), cut to equal lengths: each rank the same
+    number of steps. Evaluation shards are strided too, uneven by at most one: every sample once.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.device = n, batch_size, shuffle, device
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.shuffle else -(-self.n // self.batch_size)
+        if self.shuffle:
+            return self.n // self.world // self.batch_size
+        return -(-len(range(self.rank, self.n, self.world)) // self.batch_size)
 
     def __iter__(self):
         if not self.shuffle:
-            yield from (slice(i, i + self.batch_size) for i in range(0, self.n, self.batch_size))
+            if self.world == 1:
+                yield from (
+                    slice(i, i + self.batch_size) for i in range(0, self.n, self.batch_size)
+                )
+                return
+            shard = torch.arange(self.rank, self.n, self.world, device=self.device)
+            yield from shard.split(self.batch_size)
             return
         full = len(self) * self.batch_size
         # The device's default generator: seeded by seed_everything like the CPU sampler's.
-        perm = torch.randperm(self.n, device=self.device)[:full]
-        yield from perm.view(-1, self.batch_size)
+        perm = torch.randperm(self.n, device=self.device)
+        perm = perm[: self.n // self.world * self.world][self.rank :: self.world]
+        yield from perm[:full].reshape(-1, self.batch_size)
+
+
+class ShardOf(Sampler):
+    """Rank `rank`'s share of the indices `sampler` yields: every world-th, from the rank-th;
+    `equal` cuts the shards to one length (training: each rank the same number of steps)."""
+
+    def __init__(self, sampler: Sampler, rank: int, world: int, equal: bool) -> None:
+        self.sampler, self.rank, self.world, self.equal = sampler, rank, world, equal
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.world if self.equal else len(range(self.rank, n, self.world))
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.sampler)
+        if self.equal:
+            indices = indices[: len(indices) // self.world * self.world]
+        return iter(indices[self.rank :: self.world])
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -245,18 +294,31 @@ class MNISTDataModule(pl.LightningDataModule):
             "test": BatchedTensorDataset(t["test_images"], t["test_labels"]),
         }
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, split: str, batch_size: int, shuffle: bool, sharded: bool = True
+    ) -> DataLoader:
         ds = self.splits[split]
+        trainer = self.trainer if sharded else None
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if ds.images.device.type == "cpu":
             sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+            if world > 1:
+                sampler = ShardOf(sampler, rank, world, equal=shuffle)
             batches = BatchSampler(sampler, batch_size, drop_last=shuffle)
         else:
-            batches = DeviceBatchSampler(len(ds), batch_size, shuffle, ds.images.device)
+            batches = DeviceBatchSampler(
+                len(ds), batch_size, shuffle, ds.images.device, rank, world
+            )
         # batch_size=None: the sampler yields whole index batches and the dataset gathers them,
         # in this process (no workers: the data is in memory, on the device it is used on).
-        if shuffle and self.trainer is not None:  # training: resumable mid-epoch, exactly
+        if shuffle and trainer is not None:  # training: resumable mid-epoch, exactly
             return ResumableLoader(ds, sampler=ResumableBatches(batches, self), batch_size=None)
         return DataLoader(ds, sampler=batches, batch_size=None)
+
+    def whole_split(self, split: str) -> DataLoader:
+        """The whole split in order, in this process, whichever rank it is (for the test report
+        and the exported model's example after training)."""
+        return self._loader(split, self.eval_batch_size, shuffle=False, sharded=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lstm_mnist.model import RNNClassifier
@@ -18,7 +19,7 @@ class ClassifierModule(pl.LightningModule):
     schedule peaking at lr (`lr_schedule`); `net` are the network's own arguments (model.py).
 
     Logs train_loss/train_acc (per batch, at the trainer's log interval), val_loss/val_acc and
-    test_loss/test_acc (over the whole split).
+    test_loss/test_acc (over the whole split, all ranks' shards under DDP).
     """
 
     def __init__(self, lr: float = 1e-3, lr_schedule: str = "constant", **net: Any) -> None:
@@ -30,6 +31,9 @@ class ClassifierModule(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(classes, average="micro", validate_args=False)
+        # Metric objects, not plain numbers: under DDP each rank sees a shard of the split and
+        # the epoch's value is reduced over all of them (sums of samples, not a mean of means).
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -54,11 +58,14 @@ class ClassifierModule(pl.LightningModule):
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
         logits = self(x)
-        metric = self.val_acc if split == "val" else self.test_acc
-        metric(logits, y)
+        accuracy, loss = (
+            (self.val_acc, self.val_loss) if split == "val" else (self.test_acc, self.test_loss)
+        )
+        accuracy(logits, y)
+        loss(F.cross_entropy(logits, y), weight=len(y))
         self.log("step", float(self.global_step))
-        self.log(f"{split}_loss", F.cross_entropy(logits, y), batch_size=len(y))
-        self.log(f"{split}_acc", metric, prog_bar=True)
+        self.log(f"{split}_loss", loss, batch_size=len(y))
+        self.log(f"{split}_acc", accuracy, prog_bar=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -20,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from lstm_mnist.resources import SWEEPS_PARENT
 from lstm_mnist.tracking.names import DIRECTIONS, METRICS
+from lstm_mnist.world import ACCELERATORS, DEVICES_ALLOWED, PRECISIONS, STRATEGIES, devices_ok
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Config:
     replicates: int = MISSING
     num_threads: Optional[int] = None  # noqa: UP045
     jobs_per_gpu: int = MISSING
+    gpus_per_job: int = MISSING
     log_every: int = MISSING
     val_every: int = MISSING
     patience: Optional[int] = None  # noqa: UP045
@@ -42,6 +44,7 @@ class Config:
     keep_checkpoints: bool = MISSING
     resume: Optional[str] = None  # noqa: UP045  (OmegaConf reads this annotation at run time)
     stale_after_s: float = MISSING
+    ddp_timeout_s: float = MISSING
     system_metrics_s: Optional[float] = None  # noqa: UP045
     objective: Any = MISSING
     sweep: Any = MISSING
@@ -61,7 +64,6 @@ SEED_MAX = 2**32 - 1  # numpy's limit, which seed_everything passes the seed to
 CELL_TYPES = ("lstm", "gru")  # model.cell: model.CELLS has the torch module of each
 DATASETS = ("mnist", "fashion_mnist")  # data.name: data.DEFAULT_DIRS has where each is read from
 LR_SCHEDULES = ("constant", "onecycle")
-ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  # data.device
 
 
@@ -86,6 +88,8 @@ RULES = {
     "stale_after_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),
     "num_threads": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "jobs_per_gpu": (lambda v: v >= 1, "an integer >= 1"),
+    "gpus_per_job": (lambda v: v >= 1, "an integer >= 1"),
+    "ddp_timeout_s": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),
     "system_metrics_s": (lambda v: v is None or 0 < v < math.inf, "null (off) or seconds > 0"),
     "patience": (lambda v: v is None or v >= 1, "null (no early stopping) or an integer >= 1"),
     "model.cell": (lambda v: v in CELL_TYPES, one_of(CELL_TYPES)),
@@ -93,6 +97,10 @@ RULES = {
     "data.name": (lambda v: v in DATASETS, one_of(DATASETS)),
     "data.device": (lambda v: DEVICE.fullmatch(str(v)) is not None, "auto, cpu, cuda or cuda:N"),
     "trainer.accelerator": (lambda v: v in ACCELERATORS, one_of(ACCELERATORS)),
+    "trainer.strategy": (lambda v: v in STRATEGIES, one_of(STRATEGIES)),
+    "trainer.num_nodes": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "trainer.precision": (lambda v: str(v) in PRECISIONS, one_of(PRECISIONS)),
+    "trainer.devices": (devices_ok, DEVICES_ALLOWED),
     "objective.metric": (lambda v: v in METRICS, f"a metric a run logs: {one_of(METRICS)}"),
     "objective.direction": (lambda v: v in DIRECTIONS, one_of(DIRECTIONS)),
 }

@@ -1,26 +1,33 @@
-"""Train, validate and test the classifier the config describes, inside its tracked MLflow run."""
+"""Train, validate and test the classifier the config describes, inside its tracked MLflow run:
+in one process, or as rank 0 of a DDP training whose other ranks (ranks.py) run `train_rank`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist import report
-from lstm_mnist.checkpoints import AtomicCheckpointIO
+from lstm_mnist.checkpoints import AtomicCheckpointIO, checkpoint_callbacks
 from lstm_mnist.cluster import torch_threads
-from lstm_mnist.devices import gpu_slot
+from lstm_mnist.devices import gpu_slots
 from lstm_mnist.display import one_line
 from lstm_mnist.job import JobContext
+from lstm_mnist.ranks import LOCALHOST, RankSpec, ddp_strategy, free_port, other_ranks
 from lstm_mnist.schema import validate
 from lstm_mnist.stopping import early_stopping
+from lstm_mnist.sweeping.optuna.callbacks import OptunaPruning
 from lstm_mnist.tracking import artifacts, tracked_run
 from lstm_mnist.tracking.run import as_logged
+from lstm_mnist.world import World, world_of
 
 
 def train(
@@ -33,41 +40,109 @@ def train(
     (sweeping/optuna/callbacks.py), which the caller that knows the trial passes in.
 
     With `resume=<run id>`, continue that run from its last checkpoint, into the same MLflow run.
+    With several devices (world.py), this process is rank 0 and starts the others.
     """
     job = job or JobContext.plain(cfg)
     validate(cfg)
-    threads = torch_threads(cfg.num_threads, job.slurm, job.parallel_jobs)
-    torch.set_num_threads(threads)
-    pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    datamodule.setup()  # before the MLflow run exists: a data error records no run
-    configured = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    configured += early_stopping(cfg)
+    world = world_of(cfg.trainer, torch.cuda.device_count())  # a bad flag: before any run
+    threads = torch_threads(cfg.num_threads, job.slurm, job.parallel_jobs * world.per_node)
+    datamodule = prepared_data(cfg, threads)  # a data error records no run either
 
-    with job_gpu(cfg, job) as gpu, tracked_run(cfg, job, threads, gpu) as run:
-        model = build_model(cfg)
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
-            **({"devices": [gpu]} if gpu is not None else {}),
-            logger=run.logger(),
-            callbacks=[*configured, *run.callbacks(), *callbacks],
-            plugins=[AtomicCheckpointIO()],
+    with job_devices(cfg, job, world) as world, tracked_run(cfg, job, threads, world) as run:
+        spec = RankSpec(
+            cfg=OmegaConf.to_container(cfg, resolve=True),
+            world=world,
+            local_rank=0,
+            node_rank=0,
+            main_address=LOCALHOST,
+            main_port=free_port() if world.distributed else 0,
+            timeout_s=cfg.ddp_timeout_s,
+            run_id=run.run_id,
+            resume_from=str(run.resume_from) if run.resume_from else None,
+            threads=threads,
+            pruned_by_rank_0=any(isinstance(c, OptunaPruning) for c in callbacks),
         )
-        trainer.fit(model, datamodule=datamodule, ckpt_path=run.resume_from)
-        if trainer.early_stopping_callback is not None:
-            artifacts.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
-        if trainer.global_step % cfg.val_every:  # the last validation was before the last step
-            trainer.validate(model, datamodule=datamodule, verbose=False)
-        metrics = {k: as_logged(v) for k, v in trainer.callback_metrics.items()}  # test resets
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        metrics.update({k: as_logged(v) for k, v in trainer.callback_metrics.items()})
+        starting = (
+            other_ranks(spec, Path(cfg.trainer.default_root_dir))
+            if world.distributed
+            else nullcontext()
+        )
+        with starting:
+            trainer, model = build_trainer(
+                cfg, spec, logger=run.logger(), callbacks=[*run.callbacks(), *callbacks]
+            )
+            metrics = fit_and_test(cfg, trainer, model, datamodule, run.resume_from)
 
         if cfg.artifacts.pictures:
-            artifacts.log_test_report(report.predict_all(model.model, datamodule.test_dataloader()))
+            predictions = report.predict_all(model.model, datamodule.whole_split("test"))
+            artifacts.log_test_report(predictions)
         if cfg.artifacts.model:
-            example, _ = next(iter(datamodule.test_dataloader()))
+            example, _ = next(iter(datamodule.whole_split("test")))
             artifacts.log_classifier(model.model, example[:8])
     return {**metrics, "run_id": run.run_id, "url": run.store.where_to_look(run.url)}
+
+
+def train_rank(spec: RankSpec) -> None:
+    """Rank 1.. of a DDP training that rank 0 (`train`) started: the same fit, validations and
+    test at the same steps, recording nothing (rank 0's Trainer logs the reduced metrics)."""
+    cfg = OmegaConf.create(spec.cfg)
+    datamodule = prepared_data(cfg, spec.threads)
+    ckpt_dir = Path(cfg.ckpt_dir) / spec.run_id
+    following = [OptunaPruning(None, monitor="")] if spec.pruned_by_rank_0 else []
+    trainer, model = build_trainer(
+        cfg,
+        spec,
+        logger=False,
+        callbacks=[*checkpoint_callbacks(ckpt_dir, cfg.val_every), *following],
+    )
+    fit_and_test(cfg, trainer, model, datamodule, spec.resume_from)
+
+
+def prepared_data(cfg: DictConfig, threads: int) -> pl.LightningDataModule:
+    torch.set_num_threads(threads)
+    pl.seed_everything(cfg.seed, workers=True)  # the same on every rank: one epoch order
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    datamodule.setup()
+    return datamodule
+
+
+def build_trainer(
+    cfg: DictConfig, spec: RankSpec, logger: Any, callbacks: list[pl.Callback]
+) -> tuple[pl.Trainer, pl.LightningModule]:
+    """The model and the Trainer of one rank (or the only process), on the spec's devices."""
+    model = build_model(cfg)
+    configured = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    world = spec.world
+    distributed = {"strategy": ddp_strategy(spec), "use_distributed_sampler": False}
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        **world.trainer_flags(),
+        **(distributed if world.distributed else {"strategy": "auto"}),
+        logger=logger,
+        callbacks=[*configured, *early_stopping(cfg), *callbacks],
+        plugins=[AtomicCheckpointIO()],
+    )
+    return trainer, model
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    resume_from: Path | str | None,
+) -> dict[str, float]:
+    """Fit, validate once more if the last step was not validated, test; the final val_ and
+    test_ metrics (over the whole splits, reduced across ranks)."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    if trainer.early_stopping_callback is not None and trainer.is_global_zero:
+        artifacts.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
+    if trainer.global_step % cfg.val_every:  # the last validation was before the last step
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics = {k: as_logged(v) for k, v in trainer.callback_metrics.items()}  # test resets
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics.update({k: as_logged(v) for k, v in trainer.callback_metrics.items()})
+    return metrics
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:
@@ -84,11 +159,12 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
         raise cause from None
 
 
-def job_gpu(cfg: DictConfig, job: JobContext) -> AbstractContextManager[int | None]:
-    """The CUDA device a run on GPUs trains on: in a parallel sweep, a slot of its own on one of
-    the visible GPUs (lstm_mnist/devices.py), else GPU 0; None on CPU."""
-    if cfg.trainer.accelerator not in ("gpu", "cuda"):
-        return nullcontext(None)
-    if job.parallel_jobs == 1:
-        return nullcontext(0)
-    return gpu_slot(range(torch.cuda.device_count()), cfg.jobs_per_gpu)
+@contextmanager
+def job_devices(cfg: DictConfig, job: JobContext, world: World) -> Iterator[World]:
+    """The World a job trains on: on GPUs in a parallel sweep, `world.per_node` slots of its own
+    on the visible GPUs (lstm_mnist/devices.py), else the devices the flags name."""
+    if world.accelerator != "gpu" or job.parallel_jobs == 1:
+        yield world
+        return
+    with gpu_slots(range(torch.cuda.device_count()), cfg.jobs_per_gpu, world.per_node) as gpus:
+        yield replace(world, devices=tuple(gpus))

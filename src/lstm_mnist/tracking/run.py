@@ -22,15 +22,15 @@ import optuna
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
-from lstm_mnist.checkpoints import CheckpointOnInterrupt
+from lstm_mnist.checkpoints import checkpoint_callbacks
 from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.tracking import artifacts, identity, names, resume
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.system import system_monitor
+from lstm_mnist.world import World
 
 if TYPE_CHECKING:
     from lstm_mnist.job import JobContext
@@ -128,18 +128,9 @@ class TrackedRun:
         return instantiate(self.cfg.logger, run_id=self.run_id, logged_until=logged_until)
 
     def callbacks(self) -> list[pl.Callback]:
-        """The run's own: a checkpoint every val_every steps (the newest only: resume needs no
-        other), one on Ctrl-C/SIGTERM, and the heartbeat."""
+        """The run's own: its checkpoints (checkpoints.checkpoint_callbacks) and heartbeat."""
         return [
-            ModelCheckpoint(
-                dirpath=self.ckpt_dir,
-                filename="step={step:.0f}",
-                auto_insert_metric_name=False,
-                every_n_train_steps=self.cfg.val_every,
-                save_top_k=1,
-                enable_version_counter=False,
-            ),
-            CheckpointOnInterrupt(self.ckpt_dir),
+            *checkpoint_callbacks(self.ckpt_dir, self.cfg.val_every),
             HeartbeatCallback(
                 run_heartbeat(self.store.client, self.run_id, self.cfg.stale_after_s / 10)
             ),
@@ -148,14 +139,17 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, job: JobContext, threads: int, gpu: int | None = None
+    cfg: DictConfig, job: JobContext, threads: int, world: World | None = None
 ) -> Iterator[TrackedRun]:
     """Start the run (or, with resume=<run id>, reopen that one), record its params, tags and
-    config and, every `system_metrics_s`, MLflow's system metrics (of GPU `gpu` only), and end
+    config and, every `system_metrics_s`, MLflow's system metrics (of this node and of the
+    world's GPUs only), and end
     it with one status once the block is done: FINISHED (its checkpoints removed unless
     keep_checkpoints); FINISHED and tagged `pruned` when Optuna pruned it; KILLED on Ctrl-C or
     SIGTERM; FAILED and tagged `error` on any other exception, including one while uploading
-    the model or the report. `threads` is torch's thread count, recorded as a tag."""
+    the model or the report. `threads` is torch's thread count, recorded as a tag; `world` the
+    processes and devices it trains on (world.py), recorded as params (a resumed run must keep
+    them)."""
     store = job.store
     experiment_id = store.prepare()
     for run_id, silent_s in store.stale_runs(experiment_id, cfg.stale_after_s).items():
@@ -164,7 +158,8 @@ def tracked_run(
             " (its process died): marked KILLED"
         )
         end_run(store.client, run_id, "KILLED")
-    params = identity.run_params(cfg)
+    world = world or World("cpu", 1)
+    params = {**identity.run_params(cfg), **world.params(cfg.batch_size)}
     if (
         not cfg.resume
         and (requeued := resume.requeued_run(store, experiment_id, cfg, job)) is not None
@@ -174,8 +169,8 @@ def tracked_run(
     resume_from = resume.resume_point(store, cfg, params) if cfg.resume else None
     mlflow.set_tracking_uri(store.uri)
     tags = identity.run_tags(cfg, job, params, threads)
-    if gpu is not None:
-        tags[names.GPU] = str(gpu)
+    if world.gpus:
+        tags[names.GPU] = ",".join(map(str, world.gpus))
     run = mlflow.start_run(
         run_id=cfg.resume,
         experiment_id=experiment_id,
@@ -183,7 +178,9 @@ def tracked_run(
         tags=tags,
     )
     monitor = (
-        system_monitor(run.info.run_id, store.uri, cfg.system_metrics_s, bool(cfg.resume), gpu)
+        system_monitor(
+            run.info.run_id, store.uri, cfg.system_metrics_s, bool(cfg.resume), world.gpus
+        )
         if cfg.system_metrics_s
         else None
     )

@@ -13,33 +13,36 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 log = logging.getLogger(__name__)
 
 
-class OneGPUMonitor(GPUMonitor):
-    """MLflow's NVIDIA monitor, for one GPU: `uuid`, as CUDA names it."""
+class JobGPUMonitor(GPUMonitor):
+    """MLflow's NVIDIA monitor, for the job's GPUs only: `uuids`, as CUDA names them."""
 
-    def __init__(self, uuid: str) -> None:
+    def __init__(self, uuids: list[str]) -> None:
         import pynvml  # present: GPUMonitor() needs it
 
         super().__init__()
         self.gpu_handles = [
-            h for h in self.gpu_handles if pynvml.nvmlDeviceGetUUID(h).endswith(uuid)
+            h
+            for h in self.gpu_handles
+            if any(str(pynvml.nvmlDeviceGetUUID(h)).endswith(u) for u in uuids)
         ]
 
 
 def system_monitor(
-    run_id: str, tracking_uri: str, every_s: float, resumed: bool, gpu: int | None
+    run_id: str, tracking_uri: str, every_s: float, resumed: bool, gpus: tuple[int, ...] = ()
 ) -> SystemMetricsMonitor:
-    """A started monitor that samples every `every_s` seconds until `finish()`; with `gpu` (a
-    CUDA device index), GPU metrics of that GPU only, as `system/gpu_0_*`."""
+    """A started monitor of this node (under DDP across nodes: rank 0's) that samples every
+    `every_s` seconds until `finish()`; with `gpus` (CUDA device indices), GPU metrics of those
+    GPUs only, as `system/gpu_N_*`."""
     monitor = SystemMetricsMonitor(
         run_id, sampling_interval=every_s, resume_logging=resumed, tracking_uri=tracking_uri
     )
-    if gpu is not None:
+    if gpus:
         import torch
 
         others = [m for m in monitor.monitors if not isinstance(m, GPUMonitor)]
         try:
-            uuid = str(torch.cuda.get_device_properties(gpu).uuid)
-            monitor.monitors = others + [OneGPUMonitor(uuid)]
+            uuids = [str(torch.cuda.get_device_properties(gpu).uuid) for gpu in gpus]
+            monitor.monitors = others + [JobGPUMonitor(uuids)]
         except Exception as err:  # no NVML (the gpu extra): CPU and memory only
             log.info(f"no GPU system metrics: {err}")
             monitor.monitors = others

@@ -48,7 +48,9 @@ def trial_callbacks(cfg: DictConfig, job: JobContext) -> list[pl.Callback]:
 
 class OptunaPruning(pl.Callback):
     """Reports `monitor` at each validation during fit, at the global step; raises
-    optuna.TrialPruned when the pruner says so.
+    optuna.TrialPruned when the pruner says so. Under DDP only rank 0 holds the trial (`trial`
+    is None on the others): it reports and asks, and its answer is broadcast, so that every rank
+    stops at the same validation.
 
     Optuna's own PyTorchLightningPruningCallback reports once per epoch, but runs here validate
     every val_every steps, often several times an epoch (it also needs the `lightning` package,
@@ -57,7 +59,7 @@ class OptunaPruning(pl.Callback):
 
     def __init__(
         self,
-        trial: optuna.trial.Trial,
+        trial: optuna.trial.Trial | None,
         monitor: str,
         offset: int = 0,
         why_pruned: Callable[[], str | None] = lambda: None,
@@ -70,13 +72,22 @@ class OptunaPruning(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
+        why = self.decide(trainer) if self.trial is not None else None
+        if trainer.world_size > 1:
+            why = trainer.strategy.broadcast(why, src=0)
+        if why is not None:
+            raise optuna.TrialPruned(why)
+
+    def decide(self, trainer: pl.Trainer) -> str | None:
+        """Report the objective; why the trial is to stop now, or None."""
         if (why := self.why_pruned()) is not None:  # another replicate of the trial was
-            raise optuna.TrialPruned(f"at step {trainer.global_step}, as another seed was {why}")
+            return f"at step {trainer.global_step}, as another seed was {why}"
         if self.monitor not in trainer.callback_metrics:  # an objective not known until testing
-            return
+            return None
         value = float(trainer.callback_metrics[self.monitor])
         self.trial.report(value, step=self.offset + trainer.global_step)
         if self.trial.should_prune():
             why = f"pruned at step {trainer.global_step}: {self.monitor}={value:.4f}"
             self.trial.set_user_attr(PRUNED, why)
-            raise optuna.TrialPruned(why)
+            return why
+        return None
