@@ -17,9 +17,8 @@ from omegaconf import DictConfig, ListConfig
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
-PRECISIONS = (
-    "32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16",
-)  # fmt: skip
+PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "bf16")
+PRECISIONS += ("16-mixed", "16-true", "16")  # GPU only
 DEVICES_ALLOWED = "an integer >= 1, -1 (all), auto, or a list of GPU indices such as [0,1]"
 
 
