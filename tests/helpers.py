@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import lstm_mnist.schema  # noqa: F401  (registers the schema)
+from lstm_mnist.tracking import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,3 +168,29 @@ def assert_no_barrier(study, runs: list, parent) -> None:
         if t.state.name == "COMPLETE":
             assert t.value == run.data.metrics["val_acc"]
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs_pruned"] == "1"
+
+
+def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
+    """A long tiny-model training (or sweep) in a subprocess, once it is really training.
+    Returns the process and the id of its (first) run."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    Store(store, "lstm-mnist").prepare()  # so that polling it below never races its creation
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
+        + [*tiny_cli_args(tmp_path), "max_steps=100000", *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        runs = runs_in(store)
+        if runs and steps_of(store, runs[0], "train_loss"):
+            return proc, runs[0].info.run_id
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("training did not start: " + proc.communicate()[1][-2000:])

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
+from helpers import ROOT, run_cli, runs_in, start_training, steps_of, tiny_cli_args
 
 from lstm_mnist.data import BatchedTensorDataset
 from lstm_mnist.interrupts import Interrupted
@@ -95,32 +95,6 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_the_uninterrupted_one(
     ]
     for key, value in weights[0]["state_dict"].items():
         assert torch.equal(value, weights[1]["state_dict"][key]), key
-
-
-def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
-    """A long tiny-model training (or sweep) in a subprocess, once it is really training.
-    Returns the process and the id of its (first) run."""
-    store = f"sqlite:///{tmp_path}/mlflow.db"
-    Store(store, "lstm-mnist").prepare()  # so that polling it below never races its creation
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
-        + [*tiny_cli_args(tmp_path), "max_steps=100000", *overrides],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,  # its own process group, as a terminal gives a command
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        runs = runs_in(store)
-        if runs and steps_of(store, runs[0], "train_loss"):
-            return proc, runs[0].info.run_id
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail("training did not start: " + proc.communicate()[1][-2000:])
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ class ClassifierModule(pl.LightningModule):
         )
         accuracy(logits, y)
         loss(F.cross_entropy(logits, y), weight=len(y))
-        self.log("step", float(self.global_step))
+        self.log("step", float(self.global_step), rank_zero_only=True)  # the same on every rank
         self.log(f"{split}_loss", loss, batch_size=len(y))
         self.log(f"{split}_acc", accuracy, prog_bar=True)
 

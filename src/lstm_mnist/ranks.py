@@ -149,16 +149,20 @@ def other_ranks(rank_0: RankSpec, log_dir: Path) -> Iterator[None]:
                 )
             ranks[spec.global_rank] = (process, log)
         yield
-    except Exception as err:
-        import torch.distributed
-
-        # A collective that failed: a peer is gone (or too slow), and which one is the news.
-        if isinstance(err, torch.distributed.DistError):
-            if (dead := first_dead(ranks, wait_s=5)) is not None:
-                raise RankFailed(dead) from err
+    except RuntimeError as err:
+        # A collective that failed (gloo and NCCL raise RuntimeError): a rank is gone, or too
+        # slow, and which one is the news. Rank 0's own errors are other exceptions.
+        if (dead := first_dead(ranks, wait_s=2)) is not None:
+            raise RankFailed(dead) from err
         raise
     finally:
         end(ranks)
+        import torch.distributed
+
+        # Lightning leaves the process group up, and the next job of a sweep run in this
+        # process would join this one's, whose other ranks are gone.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
         for spec_file in spec_files:
             spec_file.unlink(missing_ok=True)
 

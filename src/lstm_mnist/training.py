@@ -3,6 +3,7 @@ in one process, or as rank 0 of a DDP training whose other ranks (ranks.py) run 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
@@ -25,7 +26,7 @@ from lstm_mnist.ranks import LOCALHOST, RankSpec, ddp_strategy, free_port, other
 from lstm_mnist.schema import validate
 from lstm_mnist.stopping import early_stopping
 from lstm_mnist.sweeping.optuna.callbacks import OptunaPruning
-from lstm_mnist.tracking import artifacts, tracked_run
+from lstm_mnist.tracking import artifacts, identity, tracked_run
 from lstm_mnist.tracking.run import as_logged
 from lstm_mnist.world import World, world_of
 
@@ -86,6 +87,11 @@ def train_rank(spec: RankSpec) -> None:
     """Rank 1.. of a DDP training that rank 0 (`train`) started: the same fit, validations and
     test at the same steps, recording nothing (rank 0's Trainer logs the reduced metrics)."""
     cfg = OmegaConf.create(spec.cfg)
+    knobs = {k: v for k, v in identity.run_params(cfg).items() if "." not in k}
+    print(  # in its log: the knobs it trains with, which rank 0's run records as params
+        f"rank {spec.global_rank} of {spec.world.size}: run {spec.run_id}, {json.dumps(knobs)}",
+        flush=True,
+    )
     datamodule = prepared_data(cfg, spec.threads)
     ckpt_dir = Path(cfg.ckpt_dir) / spec.run_id
     following = [OptunaPruning(None, monitor="")] if spec.pruned_by_rank_0 else []

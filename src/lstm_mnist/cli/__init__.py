@@ -34,9 +34,11 @@ def fail(err: BaseException | str) -> NoReturn:
 def user_errors() -> tuple[type[BaseException], ...]:
     """What a bad value, file, store or training outcome raises (as opposed to a bug here)."""
     from lstm_mnist.data import DataError
+    from lstm_mnist.ranks import RankFailed
     from lstm_mnist.tracking import StoreError
 
-    return (ValueError, DataError, StoreError, FloatingPointError, OSError, MemoryError)
+    errors = (ValueError, DataError, StoreError, FloatingPointError, OSError, MemoryError)
+    return (*errors, RankFailed)
 
 
 def quiet() -> None:
