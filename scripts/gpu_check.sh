@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared script for a lent GPU machine (its image has torch and
-# Lightning, not hydra-core/mlflow/optuna, and no network). At most 8 minutes (step limits sum
-# to 465 s); typically much less.
+# Lightning, not hydra-core/mlflow/optuna, and no network). At most 9 minutes (step limits sum
+# to 525 s); typically much less.
 #
 # Here, first:    python scripts/fetch_gpu_wheels.py       (wheels into .whl/, git-ignored)
 # Then, with the device tool:  run  command="bash scripts/gpu_check.sh"  carry=[".whl"]
@@ -76,6 +76,14 @@ for n in 1 2 4; do
         ckpt_dir="$W/ckpt"
     $PY bench/gpu_sharing.py --tracking-uri "sqlite:///$W/share$n.db" | tee -a "$OUT/sharing.txt"
 done
+
+# 6. DDP on every visible GPU (trainer=ddp: one process per GPU over NCCL, one MLflow run); on a
+#    machine with one GPU this is a single process, which the run's world_size param says.
+step "ddp trainer=ddp" 60 train_ddp.log $PY src/train.py trainer=ddp max_steps=600 val_every=300 \
+    artifacts.model=false artifacts.pictures=false $(common ddp)
+$PY -c "import mlflow; r = mlflow.MlflowClient('sqlite:///$W/ddp.db').search_runs(['1'])[0]
+print('ddp run', r.info.status, 'world_size', r.data.params.get('world_size'),
+      'val_acc', r.data.metrics.get('val_acc'))" | tee -a "$OUT/summary.txt"
 
 for log in "$OUT"/*.log; do echo "== $log"; tail -n 4 "$log"; done
 cat "$OUT/summary.txt"

@@ -9,13 +9,38 @@ from contextlib import ExitStack
 
 import pytest
 
-from lstm_mnist.devices import gpu_slot
+from lstm_mnist.devices import gpu_slot, gpu_slots
 
 
 def test_one_job_per_gpu_before_any_gpu_gets_two(tmp_path):
     with ExitStack() as held:
         got = [held.enter_context(gpu_slot([0, 1, 2], 2, tmp_path)) for _ in range(6)]
     assert got == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_job_of_several_gpus_claims_distinct_ones_and_waits_for_enough(tmp_path):
+    with ExitStack() as held:
+        first = held.enter_context(gpu_slots([0, 1, 2, 3], 1, 2, tmp_path))
+        second = held.enter_context(gpu_slots([0, 1, 2, 3], 1, 2, tmp_path))
+        assert (first, second) == ([0, 1], [2, 3])
+    got = []
+    with gpu_slots([0, 1, 2, 3], 1, 3, tmp_path) as three:
+        assert three == [0, 1, 2]
+        waiter = threading.Thread(target=lambda: got.append(gpu_slots_once(tmp_path, count=2)))
+        waiter.start()
+        time.sleep(0.3)
+        assert got == []  # only GPU 3 is free: it waits for a second one
+    waiter.join(timeout=10)
+    assert got == [[0, 1]]
+    with pytest.raises(
+        ValueError, match=r"gpus_per_job=5 is invalid: must be an integer in \[1, 4\]"
+    ):
+        gpu_slots_once(tmp_path, count=5)
+
+
+def gpu_slots_once(lock_dir, count: int) -> list[int]:
+    with gpu_slots([0, 1, 2, 3], 1, count, lock_dir, poll_s=0.05) as gpus:
+        return gpus
 
 
 def test_a_freed_slot_goes_to_the_next_job(tmp_path):

@@ -249,3 +249,41 @@ def test_asynchronous_optuna_workers_as_slurm_array_tasks(
     # The two workers were the two tasks of one array.
     workers = {r.data.tags["slurm_job"] for r in runs}
     assert len(workers) == 2 and len({w.split("_")[0] for w in workers}) == 1, jobs
+
+
+DDP_TASKS = ["trainer=ddp_cpu", "hydra.launcher.tasks_per_node=2", "hydra.launcher.mem_gb=4"]
+
+
+def test_a_two_task_slurm_job_is_one_ddp_run_and_requeued_continues_it(
+    slurm, mlflow_server, tmp_path
+):
+    steps = ["max_steps=3000", "val_every=500"]
+    proc = start_sweep(tmp_path, *DDP_TASKS, *steps, f"logger.tracking_uri={mlflow_server.url}")
+    (run,) = training_runs(mlflow_server.url, tmp_path, past_step=300)
+    subprocess.run(["scontrol", "requeue", run.data.tags["slurm_job"]], check=True)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-4000:]
+    # SLURM started both ranks, twice; rank 0 recorded one run, continued after the requeue.
+    assert_one_continuous_run(mlflow_server.url, tmp_path, "FINISHED", max_steps=3000)
+    (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
+    assert run.data.params["world_size"] == "2"
+    handoffs = sorted(p.name for p in (tmp_path / "multirun" / "0").glob(".rank-0-of-*"))
+    assert [name.rsplit("-", 1)[1] for name in handoffs] == ["0.pkl", "1.pkl"]  # per start
+
+
+def test_tasks_that_disagree_with_the_trainer_flags_are_refused_in_one_line(
+    slurm, mlflow_server, tmp_path
+):
+    proc = run_cli(
+        tmp_path,
+        "seed=1",
+        *SLURM,
+        "hydra.launcher.tasks_per_node=2",  # trainer=cpu: one device
+        f"logger.tracking_uri={mlflow_server.url}",
+        multirun=True,
+    )
+    assert proc.returncode == 1
+    assert "trainer.devices=1 trainer.num_nodes=1 ask for 1 processes but the SLURM job has 2" in (
+        proc.stderr
+    )
+    assert not job_runs(mlflow_server.url, tmp_path / "multirun")

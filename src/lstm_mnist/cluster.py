@@ -23,6 +23,26 @@ class SlurmJob:
     id: str  # "<array job>_<task>" for an array task, else the job id
     restarts: int  # SLURM_RESTART_COUNT: >= 1 once requeued (preemption, time limit, scontrol)
     cpus: int | None  # SLURM_CPUS_PER_TASK: the cores the job was given
+    tasks: int = 1  # SLURM_NTASKS: with more than one, each task is a rank of one DDP training
+    task: int = 0  # SLURM_PROCID: this task's global rank
+    local_task: int = 0  # SLURM_LOCALID: its rank on its node
+    node: int = 0  # SLURM_NODEID: its node's number in the job
+    nodes: int = 1  # SLURM_NNODES
+    nodelist: str = ""  # SLURM_JOB_NODELIST
+    job_id: int = 0  # SLURM_JOB_ID: this job's own number (an array task's too)
+
+    def main_address(self) -> str:
+        """Where rank 0 of the job's tasks listens: its first node."""
+        if self.nodes == 1:
+            return "127.0.0.1"
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", self.nodelist], capture_output=True, text=True
+        )
+        return hosts.stdout.split()[0]
+
+    @property
+    def main_port(self) -> int:
+        return 20000 + self.job_id % 20000  # one per job: two jobs on one node do not collide
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> SlurmJob | None:
@@ -35,7 +55,18 @@ class SlurmJob:
             return None
         cpus = environ.get("SLURM_CPUS_PER_TASK")
         restarts = int(environ.get("SLURM_RESTART_COUNT", "0"))
-        return cls(job, restarts, int(cpus) if cpus else None)
+        return cls(
+            job,
+            restarts,
+            int(cpus) if cpus else None,
+            tasks=int(environ.get("SLURM_NTASKS", "1")),
+            task=int(environ.get("SLURM_PROCID", "0")),
+            local_task=int(environ.get("SLURM_LOCALID", "0")),
+            node=int(environ.get("SLURM_NODEID", "0")),
+            nodes=int(environ.get("SLURM_NNODES", "1")),
+            nodelist=environ.get("SLURM_JOB_NODELIST", ""),
+            job_id=int(environ.get("SLURM_JOB_ID", "0")),
+        )
 
 
 def submitit_slurm_job(environ: Mapping[str, str]) -> bool:

@@ -101,6 +101,12 @@ class JobContext:
         return dataclasses.replace(self, trial=trial, trial_overrides=tuple(overrides))
 
     @property
+    def rank_0(self) -> bool:
+        """Whether this process owns the job's run: not rank 1.. of a SLURM job of several
+        tasks (ranks.py), which SLURM starts too."""
+        return self.slurm is None or self.slurm.task == 0
+
+    @property
     def worker(self) -> bool:
         """Whether the job is an asynchronous Optuna worker (many runs, one job)."""
         return (

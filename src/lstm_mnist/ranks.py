@@ -5,9 +5,14 @@ sweep each rank then starts the whole sweep again, with Optuna each asks a trial
 each records an MLflow run (Lightning #15737, hydra #2070, mlflow #11782). Here the job's
 process is rank 0: it owns the run (the tracked run, its heartbeat, status and artifacts) and
 starts the other ranks as fresh processes that are handed the job's resolved config, the run id
-and the checkpoint to resume from (`python -m lstm_mnist.cli.rank_command SPEC`). They record
+and the checkpoint to resume from (`python -m lstm_mnist.cli.rank_command`, its RankSpec on
+stdin). They record
 nothing; Lightning is told the ranks exist (`RankEnvironment`, a public ClusterEnvironment) and
 launches none.
+
+In a SLURM job of several tasks (hydra.launcher.tasks_per_node), SLURM starts every rank: each
+runs the job, rank 0 (SLURM_PROCID 0) owns the run as above and hands its spec to the others
+through a file in the job's folder (`hand_over`, `receive`), which every node sees.
 
 Rank 0 ends the others: they run in sessions of their own, so a terminal's Ctrl-C reaches rank 0
 only, and an interrupt reaches all ranks at the same step through a collective
@@ -24,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -125,46 +129,81 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def other_ranks(rank_0: RankSpec, log_dir: Path) -> Iterator[None]:
-    """Start ranks 1.. of this node for the block (rank 0 runs it), each logging to
-    `log_dir/rank-N.log`; when the block ends, wait for them to end, and kill any left. If the
-    block fails while a rank has died, raise RankFailed naming it."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    ranks: dict[int, tuple[subprocess.Popen, Path]] = {}
-    spec_files = []
-    try:
-        for local_rank in range(1, rank_0.world.per_node):
-            spec = replace(rank_0, local_rank=local_rank)
-            spec_file = Path(tempfile.mkstemp(prefix=f"lstm-mnist-rank{local_rank}-")[1])
-            spec_file.write_bytes(pickle.dumps(spec))
-            spec_files.append(spec_file)
-            log = log_dir / f"rank-{spec.global_rank}.log"
+class LocalRanks:
+    """Ranks 1.. of a DDP training on this node, started by rank 0 as early as it knows it needs
+    them: each imports torch and Lightning meanwhile, then waits for its RankSpec on stdin
+    (`hand_over`, once the run exists). Each logs to `log_dir/rank-N.log`."""
+
+    def __init__(self, count: int, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.ranks: dict[int, tuple[subprocess.Popen, Path]] = {}
+        for rank in range(1, count):
+            log = log_dir / f"rank-{rank}.log"
             with open(log, "w") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "lstm_mnist.cli.rank_command", str(spec_file)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # the terminal's Ctrl-C reaches rank 0 only
+                self.ranks[rank] = (
+                    subprocess.Popen(
+                        [sys.executable, "-m", "lstm_mnist.cli.rank_command"],
+                        stdin=subprocess.PIPE,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # the terminal's Ctrl-C reaches rank 0 only
+                    ),
+                    log,
                 )
-            ranks[spec.global_rank] = (process, log)
-        yield
-    except RuntimeError as err:
-        # A collective that failed (gloo and NCCL raise RuntimeError): a rank is gone, or too
-        # slow, and which one is the news. Rank 0's own errors are other exceptions.
-        if (dead := first_dead(ranks, wait_s=2)) is not None:
-            raise RankFailed(dead) from err
-        raise
-    finally:
-        end(ranks)
+
+    def hand_over(self, rank_0: RankSpec) -> None:
+        for rank, (process, _) in self.ranks.items():
+            try:
+                process.stdin.write(pickle.dumps(replace(rank_0, local_rank=rank)))
+                process.stdin.close()
+            except BrokenPipeError:  # it died starting: watched() names it
+                pass
+
+    @contextmanager
+    def watched(self) -> Iterator[None]:
+        """If the block fails on a collective while a rank has died, raise RankFailed naming
+        it (gloo and NCCL raise RuntimeError; rank 0's own errors are other exceptions)."""
+        try:
+            yield
+        except RuntimeError as err:
+            if (dead := first_dead(self.ranks, wait_s=2)) is not None:
+                raise RankFailed(dead) from err
+            raise
+
+    def end(self, wait_s: float = 30) -> None:
+        """Wait for the ranks to end by themselves (they stop at the same step as rank 0, or at
+        once if never handed a spec), then kill any left: no rank outlives the training."""
+        deadline = time.monotonic() + wait_s
+        for process, _ in self.ranks.values():
+            if process.stdin and not process.stdin.closed:
+                process.stdin.close()  # never handed over: it ends
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         import torch.distributed
 
         # Lightning leaves the process group up, and the next job of a sweep run in this
         # process would join this one's, whose other ranks are gone.
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-        for spec_file in spec_files:
-            spec_file.unlink(missing_ok=True)
+
+
+@contextmanager
+def local_ranks(world: World, log_dir: Path, by_slurm: bool) -> Iterator[LocalRanks | None]:
+    """For the block, ranks 1.. of a DDP training on this machine; None for one process, or
+    where SLURM starts every rank (`by_slurm`)."""
+    if not world.distributed or by_slurm:
+        yield None
+        return
+    ranks = LocalRanks(world.per_node, log_dir)
+    try:
+        yield ranks
+    except BaseException:
+        ranks.end(wait_s=10)  # a rank still waiting on rank 0, which has stopped: not for long
+        raise
+    ranks.end()
 
 
 def first_dead(ranks: dict[int, tuple[subprocess.Popen, Path]], wait_s: float) -> str | None:
@@ -190,16 +229,27 @@ def last_line(log: Path) -> str:
     return lines[-1][:300] if lines else "nothing logged"
 
 
-def end(ranks: dict[int, tuple[subprocess.Popen, Path]], wait_s: float = 30) -> None:
-    """Wait for the ranks to end by themselves (they stop at the same step as rank 0), then
-    kill any left, so that no rank outlives the training."""
-    deadline = time.monotonic() + wait_s
-    for process, _ in ranks.values():
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def handoff_file(job_dir: Path, slurm_id: str, restarts: int) -> Path:
+    """Where rank 0 of a SLURM job's tasks leaves its RankSpec for the other tasks, per start."""
+    return job_dir / f".rank-0-of-{slurm_id}-start-{restarts}.pkl"
+
+
+def hand_over(spec: RankSpec, path: Path) -> None:
+    """Rank 0 of a SLURM job: tell the other tasks, which SLURM started, the run and the rest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(spec))
+    os.replace(tmp, path)  # whole or not at all
+
+
+def receive(path: Path, timeout_s: float, poll_s: float = 0.2) -> RankSpec:
+    """Another task of a SLURM job: rank 0's RankSpec, once it has started the run."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RankFailed(f"rank 0 started no run within ddp_timeout_s={timeout_s:g} s ({path})")
+        time.sleep(poll_s)
+    return pickle.loads(path.read_bytes())
 
 
 def watch_rank_0(poll_s: float = 1.0) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
@@ -18,11 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist import report
 from lstm_mnist.checkpoints import AtomicCheckpointIO, checkpoint_callbacks
-from lstm_mnist.cluster import torch_threads
+from lstm_mnist.cluster import SlurmJob, torch_threads
 from lstm_mnist.devices import gpu_slots
 from lstm_mnist.display import one_line
 from lstm_mnist.job import JobContext
-from lstm_mnist.ranks import LOCALHOST, RankSpec, ddp_strategy, free_port, other_ranks
+from lstm_mnist.ranks import (
+    LOCALHOST,
+    RankSpec,
+    ddp_strategy,
+    free_port,
+    hand_over,
+    handoff_file,
+    local_ranks,
+    receive,
+)
 from lstm_mnist.schema import validate
 from lstm_mnist.stopping import early_stopping
 from lstm_mnist.sweeping.optuna.callbacks import OptunaPruning
@@ -45,41 +55,49 @@ def train(
     """
     job = job or JobContext.plain(cfg)
     validate(cfg)
-    world = world_of(cfg.trainer, torch.cuda.device_count())  # a bad flag: before any run
+    slurm = job.slurm if job.slurm is not None and job.slurm.tasks > 1 else None  # its ranks
+    world = world_of(  # a bad flag: before any run
+        cfg.trainer, torch.cuda.device_count(), slurm.tasks if slurm else None
+    )
     threads = torch_threads(cfg.num_threads, job.slurm, job.parallel_jobs * world.per_node)
-    datamodule = prepared_data(cfg, threads)  # a data error records no run either
-
-    with job_devices(cfg, job, world) as world, tracked_run(cfg, job, threads, world) as run:
-        spec = RankSpec(
-            cfg=OmegaConf.to_container(cfg, resolve=True),
-            world=world,
-            local_rank=0,
-            node_rank=0,
-            main_address=LOCALHOST,
-            main_port=free_port() if world.distributed else 0,
-            timeout_s=cfg.ddp_timeout_s,
-            run_id=run.run_id,
-            resume_from=str(run.resume_from) if run.resume_from else None,
-            threads=threads,
-            pruned_by_rank_0=any(isinstance(c, OptunaPruning) for c in callbacks),
-        )
-        starting = (
-            other_ranks(spec, Path(cfg.trainer.default_root_dir))
-            if world.distributed
-            else nullcontext()
-        )
-        with starting:
-            trainer, model = build_trainer(
-                cfg, spec, logger=run.logger(), callbacks=[*run.callbacks(), *callbacks]
+    if slurm is not None and slurm.task != 0:
+        return follow_rank_0(cfg, slurm, threads)
+    job_dir = Path(cfg.trainer.default_root_dir)
+    with (
+        job_devices(cfg, job, world) as world,
+        local_ranks(world, job_dir, by_slurm=slurm is not None) as ranks,
+    ):
+        datamodule = prepared_data(cfg, threads)  # a data error records no run either
+        with tracked_run(cfg, job, threads, world) as run:
+            spec = RankSpec(
+                cfg=OmegaConf.to_container(cfg, resolve=True),
+                world=world,
+                local_rank=0,
+                node_rank=0,
+                main_address=slurm.main_address() if slurm else LOCALHOST,
+                main_port=slurm.main_port if slurm else free_port() if world.distributed else 0,
+                timeout_s=cfg.ddp_timeout_s,
+                run_id=run.run_id,
+                resume_from=str(run.resume_from) if run.resume_from else None,
+                threads=threads,
+                pruned_by_rank_0=any(isinstance(c, OptunaPruning) for c in callbacks),
             )
-            metrics = fit_and_test(cfg, trainer, model, datamodule, run.resume_from)
+            if slurm is not None:  # SLURM started the other ranks
+                hand_over(spec, handoff_file(job_dir, slurm.id, slurm.restarts))
+            if ranks is not None:
+                ranks.hand_over(spec)
+            with ranks.watched() if ranks is not None else nullcontext():
+                trainer, model = build_trainer(
+                    cfg, spec, logger=run.logger(), callbacks=[*run.callbacks(), *callbacks]
+                )
+                metrics = fit_and_test(cfg, trainer, model, datamodule, run.resume_from)
 
-        if cfg.artifacts.pictures:
-            predictions = report.predict_all(model.model, datamodule.whole_split("test"))
-            artifacts.log_test_report(predictions)
-        if cfg.artifacts.model:
-            example, _ = next(iter(datamodule.whole_split("test")))
-            artifacts.log_classifier(model.model, example[:8])
+            if cfg.artifacts.pictures:
+                predictions = report.predict_all(model.model, datamodule.whole_split("test"))
+                artifacts.log_test_report(predictions)
+            if cfg.artifacts.model:
+                example, _ = next(iter(datamodule.whole_split("test")))
+                artifacts.log_classifier(model.model, example[:8])
     return {**metrics, "run_id": run.run_id, "url": run.store.where_to_look(run.url)}
 
 
@@ -102,6 +120,19 @@ def train_rank(spec: RankSpec) -> None:
         callbacks=[*checkpoint_callbacks(ckpt_dir, cfg.val_every), *following],
     )
     fit_and_test(cfg, trainer, model, datamodule, spec.resume_from)
+
+
+def follow_rank_0(cfg: DictConfig, slurm: SlurmJob, threads: int) -> dict[str, float | str]:
+    """Rank 1.. of a SLURM job of several tasks: train as rank 0 says (`train_rank`); the job's
+    result is rank 0's, so this one returns none."""
+    job_dir = Path(cfg.trainer.default_root_dir)
+    spec = receive(handoff_file(job_dir, slurm.id, slurm.restarts), cfg.ddp_timeout_s)
+    spec = replace(spec, local_rank=slurm.local_task, node_rank=slurm.node, threads=threads)
+    try:
+        train_rank(spec)
+    except optuna.TrialPruned:  # at the same validation as rank 0, which records it
+        pass
+    return {}
 
 
 def prepared_data(cfg: DictConfig, threads: int) -> pl.LightningDataModule:

@@ -1,12 +1,12 @@
-"""python -m lstm_mnist.cli.rank_command SPEC    (started by rank 0 of a DDP training, not by you)
+"""python -m lstm_mnist.cli.rank_command    (started by rank 0 of a DDP training, not by you)
 
-Rank 1.. of a DDP training: the spec file rank 0 wrote (ranks.RankSpec) says everything."""
+Rank 1.. of a DDP training: it imports what training needs while rank 0 starts the run, then
+reads its RankSpec (ranks.py) from stdin, which says everything."""
 
 from __future__ import annotations
 
 import pickle
 import sys
-from pathlib import Path
 
 from lstm_mnist.cli import quiet
 from lstm_mnist.interrupts import Interrupted
@@ -17,8 +17,11 @@ def main() -> None:
     from lstm_mnist.training import train_rank
 
     watch_rank_0()
-    spec = pickle.loads(Path(sys.argv[1]).read_bytes())
     quiet()
+    try:
+        spec = pickle.load(sys.stdin.buffer)
+    except EOFError:  # rank 0 ended before training (a refused value, a store error): so do we
+        sys.exit(0)
     import optuna
 
     try:

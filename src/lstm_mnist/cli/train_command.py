@@ -47,11 +47,19 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     with interrupts_raised():
         try:
             job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ)
+            if job.worker and job.slurm is not None and job.slurm.tasks > 1:
+                raise ValueError(
+                    f"hydra.launcher.tasks_per_node x nodes = {job.slurm.tasks} tasks: an"
+                    " asynchronous Optuna worker is one process; use"
+                    " hydra.sweeper.asynchronous=false for a sweep of DDP jobs on SLURM"
+                )
             if job.worker:  # an asynchronous Optuna worker: many runs, one job
                 from lstm_mnist.sweeping.optuna.worker import work
 
                 return work(cfg, job)
             result = train(cfg, job, trial_callbacks(cfg, job))
+            if not result:  # rank 1.. of a SLURM job of several tasks: rank 0 has the run
+                return {}
         except Interrupted as stop:  # the run is checkpointed and KILLED
             if submitit_slurm_job(os.environ):  # a job of hydra/launcher=slurm
                 slurm_stop(stop.signum, requeue)

@@ -26,7 +26,7 @@ def trial_callbacks(cfg: DictConfig, job: JobContext) -> list[pl.Callback]:
     """For a trial of an Optuna sweep, its heartbeat and the callback that reports to the pruner
     (none for a multi-objective study: Optuna cannot prune those); for any other run, none."""
     place = job.trial
-    if place is None or place.number is None:
+    if place is None or place.number is None or not job.rank_0:
         return []
     storage = StudySettings.of(place.settings, job.store).storage()
     trial_id = storage.get_trial_id_from_study_id_trial_number(
