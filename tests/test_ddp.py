@@ -143,13 +143,16 @@ def ranks_of(proc) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_ddp_run_kills_one_run_and_every_rank_and_resume_continues_it(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_ddp_run_is_one_killed_run_no_rank_left_and_resume_continues_it(
+    tmp_path, signum
+):
     proc, run_id = start_training(tmp_path, *DDP, "max_steps=400")
     ranks = ranks_of(proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)  # to rank 0 only, as a terminal's Ctrl-C or a scheduler's SIGTERM
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-2000:]
-    assert "interrupted by SIGTERM" in stderr
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
     assert not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in ranks)
     store = f"sqlite:///{tmp_path}/mlflow.db"
     (run,) = runs_in(store)
