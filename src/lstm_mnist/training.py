@@ -23,6 +23,7 @@ from lstm_mnist.cluster import SlurmJob, torch_threads
 from lstm_mnist.devices import gpu_slots
 from lstm_mnist.display import one_line
 from lstm_mnist.job import JobContext
+from lstm_mnist.local_ranks import local_ranks
 from lstm_mnist.ranks import (
     LOCALHOST,
     RankSpec,
@@ -30,7 +31,6 @@ from lstm_mnist.ranks import (
     free_port,
     hand_over,
     handoff_file,
-    local_ranks,
     receive,
 )
 from lstm_mnist.schema import validate

@@ -13,7 +13,7 @@ from lstm_mnist.interrupts import Interrupted
 
 
 def main() -> None:
-    from lstm_mnist.ranks import watch_rank_0
+    from lstm_mnist.local_ranks import watch_rank_0
     from lstm_mnist.training import train_rank
 
     watch_rank_0()
