@@ -196,6 +196,8 @@ def test_a_sweep_of_ddp_jobs_is_one_run_per_job_under_one_parent(tmp_path):
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert all(r.data.params["world_size"] == "2" for r in runs)
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs_finished"] == "2"
+    again = run_cli(tmp_path, *DDP, "seed=1,2", multirun=True)  # the same sweep: nothing to do
+    assert "2 of 2 jobs already FINISHED" in again.stdout and len(runs_in(store)) == 2
 
 
 @pytest.mark.slow

@@ -56,7 +56,9 @@ class RankSpec:
     run_id: str  # rank 0's run: its checkpoint folder
     resume_from: str | None  # the checkpoint every rank continues from
     threads: int
-    pruned_by_rank_0: bool  # an Optuna trial: rank 0 asks the pruner, every rank follows
+    # What rank 0's extra callbacks (an Optuna trial's pruning) run on the other ranks: each
+    # callback with a `for_other_ranks()` gives its follower, which receives rank 0's decisions.
+    followers: tuple[Any, ...] = ()
 
     @property
     def global_rank(self) -> int:

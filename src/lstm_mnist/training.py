@@ -35,7 +35,6 @@ from lstm_mnist.ranks import (
 )
 from lstm_mnist.schema import validate
 from lstm_mnist.stopping import early_stopping
-from lstm_mnist.sweeping.optuna.callbacks import OptunaPruning
 from lstm_mnist.tracking import artifacts, identity, tracked_run
 from lstm_mnist.tracking.run import as_logged
 from lstm_mnist.world import World, world_of
@@ -80,7 +79,7 @@ def train(
                 run_id=run.run_id,
                 resume_from=str(run.resume_from) if run.resume_from else None,
                 threads=threads,
-                pruned_by_rank_0=any(isinstance(c, OptunaPruning) for c in callbacks),
+                followers=tuple(c.for_other_ranks() for c in callbacks if followed(c)),
             )
             if slurm is not None:  # SLURM started the other ranks
                 hand_over(spec, handoff_file(job_dir, slurm.id, slurm.restarts))
@@ -112,14 +111,18 @@ def train_rank(spec: RankSpec) -> None:
     )
     datamodule = prepared_data(cfg, spec.threads)
     ckpt_dir = Path(cfg.ckpt_dir) / spec.run_id
-    following = [OptunaPruning(None, monitor="")] if spec.pruned_by_rank_0 else []
     trainer, model = build_trainer(
         cfg,
         spec,
         logger=False,
-        callbacks=[*checkpoint_callbacks(ckpt_dir, cfg.val_every), *following],
+        callbacks=[*checkpoint_callbacks(ckpt_dir, cfg.val_every), *spec.followers],
     )
     fit_and_test(cfg, trainer, model, datamodule, spec.resume_from)
+
+
+def followed(callback: pl.Callback) -> bool:
+    """Whether the other ranks run a follower of `callback` (its decisions are rank 0's)."""
+    return callable(getattr(callback, "for_other_ranks", None))
 
 
 def follow_rank_0(cfg: DictConfig, slurm: SlurmJob, threads: int) -> dict[str, float | str]:

@@ -159,7 +159,8 @@ def tracked_run(
         )
         end_run(store.client, run_id, "KILLED")
     world = world or World("cpu", 1)
-    params = {**identity.run_params(cfg), **world.params(cfg.batch_size)}
+    config = identity.run_params(cfg)  # the configuration, as sweeps plan it (its hashes)
+    params = {**config, **world.params(cfg.batch_size)}
     if (
         not cfg.resume
         and (requeued := resume.requeued_run(store, experiment_id, cfg, job)) is not None
@@ -168,7 +169,7 @@ def tracked_run(
         cfg.resume = requeued
     resume_from = resume.resume_point(store, cfg, params) if cfg.resume else None
     mlflow.set_tracking_uri(store.uri)
-    tags = identity.run_tags(cfg, job, params, threads)
+    tags = identity.run_tags(cfg, job, config, threads)
     if world.gpus:
         tags[names.GPU] = ",".join(map(str, world.gpus))
     run = mlflow.start_run(

@@ -69,6 +69,11 @@ class OptunaPruning(pl.Callback):
         self.offset = offset  # where this replicate's steps start on the trial's step axis
         self.why_pruned = why_pruned  # set once any replicate of the trial was pruned
 
+    def for_other_ranks(self) -> OptunaPruning:
+        """What the other ranks of a DDP training run in its place (ranks.RankSpec): no trial,
+        rank 0's decisions."""
+        return OptunaPruning(None, self.monitor, self.offset, why_pruned=no_reason)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
@@ -91,3 +96,7 @@ class OptunaPruning(pl.Callback):
             self.trial.set_user_attr(PRUNED, why)
             return why
         return None
+
+
+def no_reason() -> None:
+    return None  # a module-level function, not a lambda: a follower is pickled to its rank
