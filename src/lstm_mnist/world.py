@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
-STRATEGIES = ("auto", "ddp", "ddp_spawn")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")  # ddp and ddp_spawn: a fresh process per rank
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "bf16")
 PRECISIONS += ("16-mixed", "16-true", "16")  # GPU only
 DEVICES_ALLOWED = "an integer >= 1, -1 (all), auto, or a list of GPU indices such as [0,1]"
@@ -74,12 +74,9 @@ class World:
 def world_of(trainer: DictConfig, visible_gpus: int, tasks: int | None = None) -> World:
     """The World the trainer config asks for on a machine with `visible_gpus` CUDA GPUs; in a
     SLURM job of `tasks` tasks (one rank each), the flags must ask for that many processes.
-    Raises FlagError in one line."""
+    The values' forms are schema.RULES' to check (validate, first); this checks them against
+    the machine and each other, raising FlagError in one line."""
     accelerator = str(trainer.accelerator)
-    if accelerator not in ACCELERATORS:
-        raise FlagError(
-            f"trainer.accelerator={accelerator} is invalid: must be {one_of(ACCELERATORS)}"
-        )
     if accelerator == "auto":
         accelerator = "gpu" if visible_gpus else "cpu"
     if accelerator == "cuda":
@@ -94,15 +91,7 @@ def world_of(trainer: DictConfig, visible_gpus: int, tasks: int | None = None) -
         if accelerator == "gpu"
         else cpu_devices(trainer.devices)
     )
-    strategy = str(trainer.get("strategy", "auto"))
-    if strategy not in STRATEGIES:
-        raise FlagError(
-            f"trainer.strategy={strategy} is not supported: must be {one_of(STRATEGIES)}"
-            " (ddp and ddp_spawn both start one process per device: ranks.py)"
-        )
     num_nodes = trainer.get("num_nodes", 1)
-    if not isinstance(num_nodes, int) or num_nodes < 1:
-        raise FlagError(f"trainer.num_nodes={num_nodes} is invalid: must be an integer >= 1")
     world = World(accelerator, devices, num_nodes)
     if tasks is None and num_nodes > 1:
         raise FlagError(
@@ -116,8 +105,6 @@ def world_of(trainer: DictConfig, visible_gpus: int, tasks: int | None = None) -
             " devices x num_nodes equal tasks_per_node x nodes"
         )
     precision = str(trainer.get("precision", "32-true"))
-    if precision not in PRECISIONS:
-        raise FlagError(f"trainer.precision={precision} is invalid: must be {one_of(PRECISIONS)}")
     if accelerator == "cpu" and precision.startswith("16"):
         raise FlagError(
             f"trainer.precision={precision}: float16 needs a GPU; on cpu use 32-true or bf16-mixed"
@@ -183,7 +170,3 @@ def as_count(devices: Any) -> int:
     if isinstance(devices, bool) or count < 1 or str(count) != str(devices).strip():
         raise FlagError(f"trainer.devices={devices} is invalid: must be {DEVICES_ALLOWED}")
     return count
-
-
-def one_of(values: tuple[str, ...]) -> str:
-    return ", ".join(values[:-1]) + f" or {values[-1]}"
