@@ -54,7 +54,14 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
 
     # The sweep ends with its answer, where to see it and what to run next.
     summary = proc.stdout.splitlines()[-4:]
-    assert summary[0] == "sweep layers: 3 of 3 jobs finished"
+    # What it cost: each run's wall time x its cores, summed on the parent and in the summary.
+    for run in runs:
+        wall, threads = run.data.metrics["wall_s"], int(run.data.tags["torch_threads"])
+        assert 0 < wall < 120 and run.data.metrics["core_s"] == pytest.approx(wall * threads)
+        assert run.data.metrics["gpu_s"] == 0
+    used = sum(r.data.metrics["core_s"] for r in runs)
+    assert parent.data.metrics["compute_core_s"] == pytest.approx(used)
+    assert summary[0] == f"sweep layers: 3 of 3 jobs finished; compute {used:.0f} core-s"
     num_layers, val_acc = best.data.params["num_layers"], best.data.metrics["val_acc"]
     assert (
         summary[1]
@@ -74,7 +81,7 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
     again = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "3 of 3 jobs already FINISHED" in again.stdout
-    assert "sweep layers: 3 of 3 jobs finished (3 of them before: not run again)" in again.stdout
+    assert "sweep layers: 3 of 3 jobs finished (3 of them before: not run again);" in again.stdout
     assert len(runs_in(store)) == 3 and len(runs_in(store, parents=True)) == 1
 
     deleted = next(r for r in runs if r.data.params["num_layers"] == "2")

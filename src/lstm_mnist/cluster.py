@@ -9,7 +9,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,14 +89,41 @@ def parallel_slots(launcher: DictConfig) -> int:
     return parallel_jobs(launcher)
 
 
+def is_slurm_launcher(launcher: DictConfig) -> bool:
+    """Whether the launcher is hydra/launcher=slurm (submitit's)."""
+    return launcher.get("_target_", "").endswith("SlurmLauncher")
+
+
 def cancel_slurm_jobs(launcher: DictConfig, sweep_dir: Path, wait_s: float = 60) -> list[str]:
-    """With hydra/launcher=slurm, cancel the sweep's SLURM jobs (SLURM sends each SIGTERM: it
-    checkpoints and marks its run KILLED) and wait until they have left the queue; returns their
-    ids, none for another launcher."""
+    """With hydra/launcher=slurm, cancel the sweep's SLURM jobs and wait until they have left
+    the queue; returns their ids, none for another launcher."""
     submitted = sweep_dir / ".submitit"  # submitit's folder: one subfolder per SLURM job
-    if not launcher.get("_target_", "").endswith("SlurmLauncher") or not submitted.is_dir():
+    if not is_slurm_launcher(launcher) or not submitted.is_dir():
         return []
     ids = sorted({p.name.split("_")[0] for p in submitted.iterdir() if p.name[:1].isdigit()})
+    return cancel(ids, wait_s)
+
+
+def array_ids(job_ids: Sequence[str]) -> list[str]:
+    """The SLURM job ids to cancel or query for these array tasks: their arrays'."""
+    return sorted({j.split("_")[0] for j in job_ids}, key=int)
+
+
+def in_queue(slurm_ids: Sequence[str]) -> list[str]:
+    """Which of these SLURM jobs (or arrays' tasks) are still pending or running."""
+    if not slurm_ids:
+        return []
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-j", ",".join(slurm_ids), "-o", "%i"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.split()
+
+
+def cancel(ids: list[str], wait_s: float = 60) -> list[str]:
+    """Cancel these SLURM jobs (SLURM sends each SIGTERM: it checkpoints and marks its run
+    KILLED) and wait until they have left the queue, `wait_s` at most; returns their ids."""
     if not ids:
         return []
     subprocess.run(["scancel", *ids], check=False)
@@ -106,7 +133,7 @@ def cancel_slurm_jobs(launcher: DictConfig, sweep_dir: Path, wait_s: float = 60)
         if not subprocess.run(queue, capture_output=True, text=True).stdout.strip():
             break
         time.sleep(0.5)
-    log.info(f"the sweep's SLURM jobs {', '.join(ids)} were cancelled")
+    log.info(f"SLURM jobs {', '.join(ids)} were cancelled")
     return ids
 
 

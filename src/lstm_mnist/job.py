@@ -9,12 +9,17 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.cluster import SlurmJob, parallel_jobs
+from lstm_mnist.sweeping.budget import Budget
 from lstm_mnist.tracking.store import Store
+
+if TYPE_CHECKING:
+    from lstm_mnist.tracking import SweepRun
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,13 @@ class SweepPlace:
     configuration_run: str | None  # with replicates: its configuration's run, in between
     dir: str | None  # the sweep's Hydra output folder
     job_num: int | None  # the job's number in the sweep, as Hydra counts
+    budget: Budget | None = None  # no job or trial starts once it is spent
+    submission: str | None = None  # a detached sweep's: which submission of it this job is of
+    jobs: int | None = None  # a detached sweep's: how many jobs that submission has
+
+    @property
+    def detached(self) -> bool:
+        return self.submission is not None
 
 
 @dataclass(frozen=True)
@@ -65,11 +77,17 @@ class JobContext:
         given = cfg.sweep
         sweep = None
         if given.parent_run:
+            budget = None
+            if given.since is not None:
+                budget = Budget(given.since, given.timeout_s, given.max_compute_s)
             sweep = SweepPlace(
                 given.parent_run,
                 given.configuration_run,
                 hydra.sweep.dir if multirun else None,
                 hydra.job.num if multirun else None,
+                budget=budget,
+                submission=given.submission,
+                jobs=given.jobs,
             )
         trial = None
         if given.study:
@@ -99,6 +117,13 @@ class JobContext:
         assert self.trial is not None
         trial = dataclasses.replace(self.trial, number=number, retry_of=retry_of)
         return dataclasses.replace(self, trial=trial, trial_overrides=tuple(overrides))
+
+    def sweep_run(self) -> SweepRun:
+        """The parent run of the job's sweep."""
+        from lstm_mnist.tracking import SweepRecord, SweepRun
+
+        assert self.sweep is not None
+        return SweepRun.of(self.store, SweepRecord.find(self.store, self.sweep.parent_run))
 
     @property
     def rank_0(self) -> bool:

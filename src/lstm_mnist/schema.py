@@ -39,6 +39,7 @@ class Config:
     log_every: int = MISSING
     val_every: int = MISSING
     patience: Optional[int] = None  # noqa: UP045
+    detach: bool = MISSING
     artifacts: Any = MISSING
     ckpt_dir: str = MISSING
     keep_checkpoints: bool = MISSING

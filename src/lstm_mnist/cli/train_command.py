@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +28,9 @@ from lstm_mnist.interrupts import (
 from lstm_mnist.resources import CONF_DIR
 from lstm_mnist.schema import composition_error
 
+if TYPE_CHECKING:
+    from lstm_mnist.job import JobContext
+
 # How the run ended, as plain lines on stdout and in Hydra's train.log (conf/hydra/job_logging).
 outcome = logging.getLogger("lstm_mnist.outcome")
 
@@ -45,8 +48,8 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     whole_command = HydraConfig.get().mode == RunMode.RUN  # else a sweep's job
     # In a parallel sweep's worker process too, for this job only: its run is marked KILLED.
     with interrupts_raised():
+        job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ)
         try:
-            job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ)
             if job.worker and job.slurm is not None and job.slurm.tasks > 1:
                 raise ValueError(
                     f"hydra.launcher.tasks_per_node x nodes = {job.slurm.tasks} tasks: an"
@@ -56,7 +59,9 @@ def task(cfg: DictConfig) -> dict[str, Any]:
             if job.worker:  # an asynchronous Optuna worker: many runs, one job
                 from lstm_mnist.sweeping.optuna.worker import work
 
-                return work(cfg, job)
+                return ended(job, work(cfg, job))
+            if not_started(job):
+                return ended(job, {})
             result = train(cfg, job, trial_callbacks(cfg, job))
             if not result:  # rank 1.. of a SLURM job of several tasks: rank 0 has the run
                 return {}
@@ -70,13 +75,39 @@ def task(cfg: DictConfig) -> dict[str, Any]:
             outcome.getChild("error").error(f"error: {type(err).__name__}: {one_line(err)}")
             if whole_command:  # else the sweeper records it and goes on
                 exit_on(err)  # here, before Hydra prints a line of its own about it
+            ended(job, {})
             raise
+    ended(job, result)
     outcome.info(
         f"run {result['run_id']}: val_acc={result['val_acc']:.4f} test_acc={result['test_acc']:.4f}"
     )
     if whole_command:  # a sweep ends with its own summary and link
         outcome.info(f"see it: {result['url']}")
     return {k: v for k, v in result.items() if isinstance(v, float)}
+
+
+def not_started(job: JobContext) -> bool:
+    """Whether this job of a sweep is not to train: its sweep's budget is spent. (An Optuna
+    trial's job was asked for by a driver that checked; a worker checks before each trial.)"""
+    place = job.sweep
+    if place is None or place.budget is None or job.trial is not None or not job.rank_0:
+        return False
+    if (reason := place.budget.spent(job.sweep_run())) is None:
+        return False
+    outcome.info(f"not started: the sweep's budget hydra.sweeper.{reason} is spent")
+    return True
+
+
+def ended(job: JobContext, result: dict[str, Any]) -> dict[str, Any]:
+    """A job of a detached sweep has ended: the last one closes the sweep."""
+    if job.sweep is not None and job.sweep.detached and job.rank_0:
+        from lstm_mnist.sweeping.detached import job_ended
+
+        if job_ended(job):
+            outcome.info(
+                f"this job was the sweep's last: it closed parent run {job.sweep.parent_run}"
+            )
+    return result
 
 
 def slurm_stop(signum: int, requeue: Any) -> None:

@@ -21,11 +21,17 @@ class GridSweep(TrackedSweeper):
     kind = "grid"
 
     def __init__(
-        self, max_batch_size: int | None = None, params: dict | None = None, name: str = ""
+        self,
+        max_batch_size: int | None = None,
+        params: dict | None = None,
+        name: str = "",
+        timeout_s: float | None = None,
+        max_compute_s: float | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.params = params or {}
         self.name = name
+        self.timeout_s, self.max_compute_s = timeout_s, max_compute_s
 
     def plan(self, arguments: list[str]) -> Plan:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -77,6 +83,7 @@ class GridSweep(TrackedSweeper):
             key=digest(sorted(job.key for job in self.jobs)),
             definition=definition,
             space=dict(line.lstrip("+~").split("=", 1) for line in swept),
+            jobs=len(self.jobs),
         )
 
     def start(self, parent: SweepRun) -> int:
@@ -97,6 +104,11 @@ class GridSweep(TrackedSweeper):
         batch = self.todo[self.launched : self.launched + size]
         self.launched += len(batch)
         return batch
+
+    def needs_driver(self) -> str | None:
+        if self.max_batch_size and self.max_batch_size < len(self.jobs):
+            return f"hydra.sweeper.max_batch_size={self.max_batch_size} launches jobs in batches"
+        return None
 
     def stopped(self, jobs: list[Job], started: int) -> list[str]:
         return [

@@ -8,25 +8,27 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_mnist.cluster import cancel_slurm_jobs
+from lstm_mnist.cluster import array_ids, cancel_slurm_jobs, in_queue, is_slurm_launcher
 from lstm_mnist.display import one_line
 from lstm_mnist.interrupts import SWEEPER_PID, Interrupted, stop_workers
 from lstm_mnist.schema import validate
-from lstm_mnist.stats import estimate
-from lstm_mnist.sweeping.model_policy import keep_best_models
-from lstm_mnist.tracking import DEFAULT_URI, JOB_STATES, Objective, Outcome, Store, SweepRun, names
+from lstm_mnist.sweeping.budget import Budget
+from lstm_mnist.sweeping.closing import command, finish_sweep
+from lstm_mnist.sweeping.detached import submit
+from lstm_mnist.tracking import Objective, Store, SweepRecord, SweepRun, names
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,14 @@ class Plan:
     key: str  # identifies the sweep, so that running it again reopens its parent
     definition: dict[str, Any]  # stored with the parent as sweep.yaml
     space: dict[str, str]  # each swept knob and its values, the parent's params
+    jobs: int  # how many jobs the sweep should run (an Optuna sweep: trials x replicates)
     trade_offs: tuple[Objective, ...] = ()  # a Pareto sweep's objectives after the first
 
 
 class TrackedSweeper(Sweeper):
     kind: str  # "grid", "optuna": the parent run's sweep_kind tag
+    timeout_s: float | None = None  # the budgets (budget.py); set by the sweeper's settings
+    max_compute_s: float | None = None
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -92,6 +97,11 @@ class TrackedSweeper(Sweeper):
     def next_jobs(self) -> list[Job]:
         """The jobs to launch together next; none when the sweep is done."""
         raise NotImplementedError
+
+    def needs_driver(self) -> str | None:
+        """Why this sweep needs its command running between batches of jobs (so it cannot be
+        detached), or None when its first batch is all of it."""
+        return None
 
     def finish(self, job: Job, result: JobReturn) -> BaseException | None:
         """Take note of how a job ended; return its error if it failed."""
@@ -118,8 +128,21 @@ class TrackedSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         plan = self.plan(arguments)
+        store = Store.of(plan.config)
+        launcher = self.config.hydra.launcher
+        detach = bool(plan.config.detach)
+        if detach:
+            refuse_to_detach(self, store, plan, launcher)
+        artifacts = plan.config.artifacts
+        facts = {
+            names.JOBS_PLANNED: str(plan.jobs),
+            names.MODEL_POLICY: f"{str(artifacts.model).lower()} {artifacts.keep_models}",
+            names.DETACHED: str(detach).lower(),
+        }
+        if not detach:
+            facts[names.DRIVER] = f"{socket.gethostname()} {os.getpid()}"
         parent = SweepRun.open(
-            Store.of(plan.config),
+            store,
             Objective.from_config(plan.config),
             name=plan.name,
             key=plan.key,
@@ -127,24 +150,27 @@ class TrackedSweeper(Sweeper):
             definition=OmegaConf.to_yaml(plan.definition),
             space=plan.space,
             trade_offs=plan.trade_offs,
+            facts=facts,
         )
-        parent.keep_alive(every_s=plan.config.stale_after_s / 10)
+        if not detach:  # a detached sweep has no process to beat for it
+            parent.keep_alive(every_s=plan.config.stale_after_s / 10)
         os.environ[SWEEPER_PID] = str(os.getpid())  # the workers it starts can tell they are
-        skipped = self.start(parent)
+        self.budget = Budget(time.time(), self.timeout_s, self.max_compute_s)
+        done_before = self.start(parent)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # Hydra's record of the sweep
+        if detach:
+            return self.submit_detached(parent, done_before)
 
         failures: list[tuple[str, BaseException]] = []
         returns, num = [], 0
         while jobs := self.next_jobs():
-            batch = [job.overrides + nesting(parent, job) for job in jobs]
+            batch = [job.overrides + self.job_facts(parent, job) for job in jobs]
             try:
                 results = self.launcher.launch(batch, initial_job_idx=num)
             except (Interrupted, KeyboardInterrupt) as stop:
-                stop_running_jobs(
-                    getattr(stop, "signum", signal.SIGINT), sweep_dir, self.config.hydra.launcher
-                )
+                stop_running_jobs(getattr(stop, "signum", signal.SIGINT), sweep_dir, launcher)
                 parent.close("KILLED")
                 started = sum(1 for p in sweep_dir.iterdir() if p.name.isdigit())
                 unrun = self.stopped(jobs, started)
@@ -158,14 +184,64 @@ class TrackedSweeper(Sweeper):
                     failures.append((job.label, err))
             returns.append(results)
             num += len(jobs)
-        outcome = parent.close()
-        if plan.config.artifacts.model == "best":
-            kept, deleted = keep_best_models(parent, plan.config.artifacts.keep_models)
-            log.info(f"artifacts.model=best: kept {kept} logged model(s), deleted {deleted}")
-        print("\n".join(summary(plan, parent, outcome, skipped)))
+        print("\n".join(finish_sweep(parent, done_before=done_before)))
         if failures:
             raise JobsFailed(failures, num)
         return returns
+
+    def job_facts(self, parent: SweepRun, job: Job) -> list[str]:
+        """What a job is told of its sweep: the runs it nests under, the budget."""
+        return nesting(parent, job) + self.budget.overrides()
+
+    def submit_detached(self, parent: SweepRun, done_before: int) -> list:
+        """Submit every job as one SLURM job array and return, saying how to follow the sweep."""
+        jobs = self.next_jobs()
+        if not jobs:  # nothing left to run: it ends now
+            print("\n".join(finish_sweep(parent, done_before=done_before)))
+            return []
+        submission = f"{time.time():.0f}-{os.getpid()}"
+        detached = [f"sweep.submission={submission}", f"sweep.jobs={len(jobs)}"]
+        batch = [job.overrides + self.job_facts(parent, job) + detached for job in jobs]
+        job_ids = submit(self.launcher, batch)
+        arrays = array_ids(job_ids)
+        parent.store.client.set_tag(parent.run_id, names.SLURM_JOBS, " ".join(arrays))
+        sweeps = command("sweeps", parent.store)
+        before = f" ({done_before} finished before)" if done_before else ""
+        print(
+            f"sweep {parent.store.client.get_run(parent.run_id).data.tags[names.SWEEP_NAME]}:"
+            f" detached; {len(jobs)} job(s){before} submitted as SLURM job array"
+            f" {', '.join(arrays)}; parent run {parent.run_id}\n"
+            f"watch:  {sweeps} show {parent.run_id}\n"
+            f"list:   {sweeps} list\n"
+            f"stop:   {sweeps} stop {parent.run_id}\n"
+            f"finish: {sweeps} finish {parent.run_id}   (if its jobs end and it does not close)"
+        )
+        return []
+
+
+def refuse_to_detach(
+    sweeper: TrackedSweeper, store: Store, plan: Plan, launcher: DictConfig
+) -> None:
+    """Raise, in one line, if this sweep cannot be detached: no SLURM launcher, a sweeper that
+    needs its driver between batches, or a detached start of it still in the queue."""
+    if not is_slurm_launcher(launcher):
+        raise ValueError(
+            "detach=true needs hydra/launcher=slurm: on one machine nothing runs the jobs once"
+            " the command exits; keep the sweep running with"
+            " `nohup python src/train.py -m ... > sweep.log 2>&1 &` or in tmux (a sweep run"
+            " again resumes; `python src/sweeps.py stop ID` stops it)"
+        )
+    if reason := sweeper.needs_driver():
+        raise ValueError(f"detach=true: {reason}; run it attached (under nohup or tmux)")
+    found = SweepRecord.by_key(store, plan.key)
+    if found is not None and found.info.status == "RUNNING":
+        arrays = found.data.tags.get(names.SLURM_JOBS, "").split()
+        if queued := in_queue(arrays):
+            raise ValueError(
+                f"sweep {found.info.run_id} still runs as SLURM job(s) {', '.join(arrays)}"
+                f" ({len(queued)} in the queue): follow it with `sweeps show {found.info.run_id}`"
+                " or stop it first"
+            )
 
 
 def stop_running_jobs(signum: int, sweep_dir: Path, launcher: DictConfig) -> None:
@@ -185,44 +261,3 @@ def nesting(parent: SweepRun, job: Job) -> list[str]:
         run_id = parent.configuration_run(c.group, c.label, c.params)
         overrides.append(f"sweep.configuration_run={run_id}")
     return overrides
-
-
-def summary(plan: Plan, parent: SweepRun, outcome: Outcome, skipped: int) -> list[str]:
-    """The lines a sweep ends with: how its jobs ended, the best configuration, where to look,
-    what to run next."""
-    counts = outcome.counts
-    states = "".join(f", {counts[s]} {s}" for s in JOB_STATES[1:] if counts[s])
-    before = f" ({skipped} of them before: not run again)" if skipped else ""
-    lines = [
-        f"sweep {plan.name}: {counts['finished']} of {sum(counts.values())} jobs finished"
-        f"{before}{states}"
-    ]
-    metric = parent.objective.metric
-    if outcome.best is not None:
-        given = outcome.best.data.tags.get(names.OVERRIDES, "").split()
-        config = [o for o in given if o.split("=")[0].lstrip("+") in plan.space]
-        found = estimate([r.data.metrics[metric] for r in outcome.group])
-        run = f"run {outcome.best.info.run_id}"
-        if found.n > 1:
-            run = f"over {found.n} seeds, 95% CI {found.interval}; best seed: {run}"
-        # with nothing swept but the seed, there is one configuration to speak of
-        unnamed = "the configuration" if found.n > 1 else outcome.best.info.run_name
-        shown = " ".join(config) or unnamed
-        lines.append(f"best: {shown} {metric}={found} ({run})")
-    lines.append(f"runs: {parent.store.where_to_look(parent.url())}")
-    lines.append(f"next: {compare_command(parent.store)} --sweep {parent.run_id}")
-    return lines
-
-
-def compare_command(store: Store) -> str:
-    """The compare command beside the train command that runs, for this store."""
-    script = Path(sys.argv[0])
-    command = (
-        f"python {script.with_name('compare.py')}"
-        if script.name == "train.py"
-        else "lstm-mnist-compare"
-    )
-    if store.uri != DEFAULT_URI:  # MLflow sets MLFLOW_TRACKING_URI itself: say it
-        secret = urlsplit(store.uri).password
-        command += f" --tracking-uri {'$MLFLOW_TRACKING_URI' if secret else store.uri}"
-    return command

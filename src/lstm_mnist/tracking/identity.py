@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
 # Not hyperparameters: where the run is recorded, which run or sweep it continues, what a sweep
 # optimises.
-SKIPPED = ("_target_", "tracking_uri", "resume", "sweep", "replicates", "objective", "hydra")
+SKIPPED = (
+    "_target_",
+    "tracking_uri",
+    "resume",
+    "sweep",
+    "detach",
+    "replicates",
+    "objective",
+    "hydra",
+)
 # Group keys whose short name is what people search for in `mlflow ui`.
 SHORT_NAMES = {"data.name": "dataset", "trainer.precision": "precision"}
 

@@ -47,6 +47,20 @@ TRADE_OFFS = (
 )
 PARETO_SET = "pareto_set"  # its non-dominated configurations' runs, by run id
 MODELS_KEPT = "models_kept"  # with artifacts.model=best: "1 of 3" logged models kept
+MODEL_POLICY = "model_policy"  # artifacts.model and keep_models: "best 1", "true 1"
+JOBS_PLANNED = "jobs_planned"  # the jobs (an Optuna sweep: trials x replicates) it should run
+DETACHED = "detached"  # "true": its jobs run on without the command that submitted them
+SLURM_JOBS = "slurm_jobs"  # the SLURM job (array) ids its jobs run as, space-separated
+DRIVER = "sweep_driver"  # "host pid": the process running an attached sweep
+STOPPED_BY = "stopped_by"  # the budget (timeout_s, max_compute_s) or "stop" that ended it
+STOP_REQUESTED = "stop_requested"  # `sweeps stop` was run: whoever closes it, closes it KILLED
+SUMMARY = "summary.txt"  # the parent's artifact: the lines the sweep ended with
+
+# Metrics of a training run: what it cost. A requeued run adds each segment's.
+WALL_S = "wall_s"  # seconds it ran (queueing between requeues left out)
+CORE_S = "core_s"  # wall_s x the cores it was given (threads x processes)
+GPU_S = "gpu_s"  # wall_s x the GPUs it trained on
+COMPUTE = (WALL_S, CORE_S, GPU_S)  # the parent's are their sums: compute_wall_s, ...
 
 
 def jobs(state: str) -> str:

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, Run
 
 from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.stats import estimate
-from lstm_mnist.tracking import names
+from lstm_mnist.tracking import compute, names
 from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.ranking import best_configuration
 from lstm_mnist.tracking.run import end_run, reopen_run
@@ -48,17 +48,16 @@ class SweepRun(SweepRecord):
         definition: str,
         space: dict[str, str],
         trade_offs: tuple[Objective, ...] = (),
+        facts: dict[str, str] | None = None,
     ) -> SweepRun:
         """The parent run of the sweep identified by `key`: the existing one, set RUNNING again,
         or a new one named `name` that stores `definition` as sweep.yaml and the swept `space`
-        as params (`num_layers`: `1,2,3`)."""
+        as params (`num_layers`: `1,2,3`). `facts` are tags of this start of it (how many jobs
+        it plans, whether it is detached, who runs it), set either way."""
         experiment_id = store.prepare()
         client = store.client
-        found = client.search_runs(
-            [experiment_id], f"tags.{names.SWEEP_KEY} = '{key}'", order_by=["start_time DESC"]
-        )
-        if found:
-            run_id = found[0].info.run_id
+        if (found := SweepRecord.by_key(store, key)) is not None:
+            run_id = found.info.run_id
             reopen_run(client, run_id)
         else:
             tags = {
@@ -73,6 +72,12 @@ class SweepRun(SweepRecord):
             client.log_text(run_id, definition, "sweep.yaml")
             params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
             client.log_batch(run_id, params=params)
+        old = client.get_run(run_id).data.tags  # a start of it before: its ending is not this one's
+        for tag in (names.STOPPED_BY, names.STOP_REQUESTED, names.SLURM_JOBS):
+            if tag in old:
+                client.delete_tag(run_id, tag)
+        for tag, value in (facts or {}).items():
+            client.set_tag(run_id, tag, value)
         return cls(store, run_id, objective, trade_offs)
 
     def keep_alive(self, every_s: float) -> None:
@@ -86,6 +91,11 @@ class SweepRun(SweepRecord):
                 self.store.client.set_tag(run_id, names.HEARTBEAT, now)
 
         self._stop_heartbeat = Heartbeat(beat, every_s).in_background()
+
+    def stopped_by(self, reason: str) -> None:
+        """Record what ended the sweep early: a budget ("timeout_s", "max_compute_s") or
+        "stop"; with a budget, close() counts the jobs that never started as skipped."""
+        self.store.client.set_tag(self.run_id, names.STOPPED_BY, reason)
 
     def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
         """The run of the configuration whose config group is `group` (its seeds' runs are nested
@@ -105,6 +115,7 @@ class SweepRun(SweepRecord):
             tags = {
                 names.PARENT_RUN: self.run_id,
                 names.SWEEP_RUN: self.run_id,
+                names.DETACHED: client.get_run(self.run_id).data.tags.get(names.DETACHED, ""),
                 names.CONFIG_GROUP: group,
                 names.CONFIGURATION: label,
                 names.OBJECTIVE: self.objective.tag,
@@ -116,16 +127,26 @@ class SweepRun(SweepRecord):
         return run_id
 
     def close(self, status: str | None = None) -> Outcome:
-        """Record how many jobs finished, failed, were pruned or killed (tags `jobs_<state>`:
-        bookkeeping, kept out of the metric charts) and the best finished child by the
-        objective (metrics `best_<metric>`, `best_test_acc`), and end the run: FAILED if any job
-        failed, unless `status` says otherwise."""
+        """Record how many jobs finished, failed, were pruned or killed, and how many a budget
+        left unstarted (tags `jobs_<state>`, `jobs_skipped`: bookkeeping, kept out of the
+        metric charts), what they cost (metrics `compute_wall_s`, `compute_core_s`,
+        `compute_gpu_s`) and the best finished child by the objective (metrics
+        `best_<metric>`, `best_test_acc`), and end the run: KILLED if `sweeps stop` asked for
+        it, else FAILED if any job failed, unless `status` says otherwise."""
         if self._stop_heartbeat is not None:
             self._stop_heartbeat()
         client, children = self.store.client, self.children()
+        tags = client.get_run(self.run_id).data.tags
         counts = Counter(job_state(r) for r in children)
-        for state in JOB_STATES:
+        if names.STOPPED_BY in tags and tags[names.STOPPED_BY] != "stop":
+            planned = int(tags.get(names.JOBS_PLANNED, 0))
+            counts["skipped"] = max(0, planned - len(children))
+        for state in (*JOB_STATES, "skipped"):
             client.set_tag(self.run_id, names.jobs(state), str(counts[state]))
+        used = compute.total(children)
+        client.log_batch(self.run_id, metrics=metrics_now(used.as_metrics("compute_")))
+        if names.STOP_REQUESTED in tags:
+            status = "KILLED"
         group = best_configuration(self.objective, finished(children))
         best = self.objective.best(group)
         if best is not None:
@@ -143,7 +164,7 @@ class SweepRun(SweepRecord):
             self.record_pareto_set(children)
         self.close_configurations(children, status)
         end_run(client, self.run_id, status or ("FAILED" if counts["failed"] else "FINISHED"))
-        return Outcome(counts, best, group)
+        return Outcome(counts, best, group, used)
 
     def close_configurations(self, children: list[Run], status: str | None) -> None:
         """End each configuration's run with the mean, std and n of its finished seeds' metrics
@@ -157,11 +178,10 @@ class SweepRun(SweepRecord):
             metrics = []
             for key in dict.fromkeys([self.objective.metric, "test_acc"]):
                 if values := [r.data.metrics[key] for r in done if key in r.data.metrics]:
-                    found, now = estimate(values), int(time.time() * 1000)
-                    metrics += [Metric(f"{key}_mean", found.mean, now, 0)]
-                    metrics += [Metric(f"{key}_n", found.n, now, 0)]
+                    found = estimate(values)
+                    metrics += metrics_now({f"{key}_mean": found.mean, f"{key}_n": found.n})
                     if found.n > 1:
-                        metrics += [Metric(f"{key}_std", found.std, now, 0)]
+                        metrics += metrics_now({f"{key}_std": found.std})
             client.log_batch(run.info.run_id, metrics=metrics)
             failed = any(job_state(r) == "failed" for r in seeds)
             end_run(client, run.info.run_id, status or ("FAILED" if failed else "FINISHED"))
@@ -187,8 +207,14 @@ class SweepRun(SweepRecord):
         client.log_text(self.run_id, json.dumps(members, indent=1), "pareto_set.json")
 
 
+def metrics_now(values: dict[str, float]) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, 0) for k, v in values.items()]
+
+
 @dataclass
 class Outcome:
-    counts: Counter[str]  # job state -> number of jobs
+    counts: Counter[str]  # job state (and "skipped") -> number of jobs
     best: Run | None  # the best run of the best configuration
     group: list[Run]  # the best configuration's finished runs (its seeds)
+    cost: compute.Compute  # what its jobs cost

@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from lstm_mnist.checkpoints import checkpoint_callbacks
 from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.interrupts import Interrupted
-from lstm_mnist.tracking import artifacts, identity, names, resume
+from lstm_mnist.tracking import artifacts, compute, identity, names, resume
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.system import system_monitor
 from lstm_mnist.world import World
@@ -158,6 +158,7 @@ def tracked_run(
             " (its process died): marked KILLED"
         )
         end_run(store.client, run_id, "KILLED")
+    started = time.monotonic()
     world = world or World("cpu", 1)
     config = identity.run_params(cfg)  # the configuration, as sweeps plan it (its hashes)
     params = {**config, **world.params(cfg.batch_size)}
@@ -186,6 +187,8 @@ def tracked_run(
         else None
     )
     status = "FAILED"
+    recorded = mlflow.get_run(run.info.run_id).data.metrics if cfg.resume else {}
+    ran_before = compute.Compute(*(recorded.get(k, 0.0) for k in names.COMPUTE))
     try:
         mlflow.log_params(params)
         artifacts.log_config(cfg, job.hydra_dir)
@@ -204,6 +207,10 @@ def tracked_run(
     finally:
         if monitor is not None:
             monitor.finish()  # its last samples, before the status
+        gpus = world.size if world.accelerator == "gpu" else 0
+        # a resumed run adds its earlier sessions'
+        cost = ran_before + compute.segment(time.monotonic() - started, threads * world.size, gpus)
+        mlflow.log_metrics(cost.as_metrics())
         mlflow.end_run(status)
         if status == "FINISHED" and not cfg.keep_checkpoints:  # nothing left to resume
             shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)

@@ -184,10 +184,14 @@ class Store:
 
     def stale_runs(self, experiment_id: str, stale_after_s: float) -> dict[str, float]:
         """The runs still RUNNING whose heartbeat (or start) is older than `stale_after_s`
-        (their process, or their sweep's, died without a word): run id -> seconds silent."""
+        (their process, or their sweep's, died without a word): run id -> seconds silent. A
+        detached sweep's parent (and configurations' runs) have no process to beat for them
+        while their jobs wait in the queue: `sweeps list` tells when those are left over."""
         now = time.time()
         stale = {}
         for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+            if run.data.tags.get(names.DETACHED) == "true":
+                continue
             silent = now - float(run.data.tags.get(names.HEARTBEAT, run.info.start_time / 1000))
             if silent > stale_after_s:
                 stale[run.info.run_id] = silent

@@ -67,6 +67,18 @@ class SweepRecord:
             )
         return found[0]
 
+    @staticmethod
+    def by_key(store: Store, key: str) -> Run | None:
+        """The latest parent run of the sweep identified by `key` (its sweep_key tag)."""
+        experiment = store.client.get_experiment_by_name(store.experiment_name)
+        found = experiment and store.client.search_runs(
+            [experiment.experiment_id],
+            f"tags.{names.SWEEP_KEY} = '{key}'",
+            order_by=["start_time DESC"],
+            max_results=1,
+        )
+        return found[0] if found else None
+
     @classmethod
     def of(cls, store: Store, run: Run) -> SweepRecord:
         """An existing parent run, with the objective its sweep was run with."""

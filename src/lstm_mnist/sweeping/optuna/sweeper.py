@@ -60,6 +60,8 @@ class OptunaSweep(TrackedSweeper):
         asynchronous: bool = True,
         heartbeat_s: int = 60,
         retries: int = 1,
+        timeout_s: float | None = None,
+        max_compute_s: float | None = None,
     ) -> None:
         self.space = dict(params)
         self.n_trials = n_trials
@@ -70,6 +72,7 @@ class OptunaSweep(TrackedSweeper):
         self.name = name or "optuna"
         self.asynchronous = asynchronous
         self.heartbeat_s, self.retries = heartbeat_s, retries
+        self.timeout_s, self.max_compute_s = timeout_s, max_compute_s
         self.trade_offs = tuple(Objective.checked(m, d) for m, d in (trade_offs or {}).items())
 
     def plan(self, arguments: list[str]) -> Plan:
@@ -113,9 +116,22 @@ class OptunaSweep(TrackedSweeper):
             definition=definition,
             space=space,
             trade_offs=self.trade_offs,
+            jobs=self.n_trials * base.replicates,
         )
 
+    def needs_driver(self) -> str | None:
+        if not self.asynchronous:
+            return "hydra.sweeper.asynchronous=false asks the study for trials in batches"
+        if self.base.replicates > 1:
+            return (
+                f"replicates={self.base.replicates}: a trial's seeds are told to the study together"
+            )
+        if parallel_slots(self.config.hydra.launcher) < 2:
+            return "one job at a time (hydra.launcher.array_parallelism=1) runs no workers"
+        return None
+
     def start(self, parent: SweepRun) -> int:
+        self.parent = parent
         settings = StudySettings.of(self, parent.store)
         client = parent.store.client
         client.set_tag(parent.run_id, names.OPTUNA_STUDY, self.study_name)
@@ -157,6 +173,8 @@ class OptunaSweep(TrackedSweeper):
             ]
         replicates = self.base.replicates
         at_once = max(1, self.n_jobs // replicates)  # trials whose replicates fill the slots
+        if self.n_trials > self.finished and self.budget.spent(self.parent):
+            return []
         fail_stale_trials(self.study)
         trials = [
             self.study.ask(self.space) for _ in range(min(self.n_trials - self.finished, at_once))

@@ -44,9 +44,13 @@ def work(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     space = {k: instantiate(d) for k, d in settings.params.items()}
     metrics = [cfg.objective.metric, *(settings.trade_offs or {})]
     ran, failures = 0, []
+    budget = job.sweep.budget if job.sweep is not None else None
+    parent = job.sweep_run() if budget else None
     while True:
         fail_stale_trials(study)  # a worker that died: its trial is failed and queued again
         if len(study.get_trials(deepcopy=False, states=COUNTED)) >= settings.n_trials:
+            break
+        if budget and budget.spent(parent):
             break
         trial = study.ask(space)
         values = [f"{k}={v}" for k, v in trial.params.items()]
