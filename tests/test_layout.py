@@ -47,7 +47,7 @@ def test_trials_are_ended_in_one_place_and_tracking_has_no_sweeper():
         s for s in sources_matching(r"hydra\.plugins|Sweeper\b") if s.startswith("tracking")
     }
     assert tracking == set()
-    assert sources_matching(r"set_terminated|update_run\(") == {"tracking/run.py"}
+    assert sources_matching(r"set_terminated|update_run\(") == {"tracking/status.py"}
 
 
 def test_the_config_checks_and_the_code_agree_on_every_closed_set():

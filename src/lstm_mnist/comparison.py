@@ -168,12 +168,11 @@ def plot_importance(
 ) -> plt.Figure | None:
     """Each searched knob's importance by Optuna's `evaluator` (PED-ANOVA or fANOVA), for an
     Optuna sweep with two or more complete trials; None otherwise."""
-    name = parent.data.tags.get(names.OPTUNA_STUDY)
-    if name is None:
+    from lstm_mnist.sweeping.optuna.study import recorded_study
+
+    study = recorded_study(parent, store, storage)
+    if study is None:
         return None
-    tagged = parent.data.tags.get(names.OPTUNA_STORAGE, "")
-    storage = storage or (tagged if "***" not in tagged else None) or store.optuna_storage()
-    study = optuna.load_study(study_name=name, storage=storage)
     if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) < 2:
         return None
     with warnings.catch_warnings():  # "experimental" since Optuna 2.2; stable in use

@@ -21,7 +21,7 @@ from lstm_mnist.stats import estimate
 from lstm_mnist.tracking import compute, names
 from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.ranking import best_configuration
-from lstm_mnist.tracking.run import end_run, reopen_run
+from lstm_mnist.tracking.status import end_run, reopen_run
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.sweep_record import JOB_STATES, SweepRecord, finished, job_state
 
@@ -96,6 +96,23 @@ class SweepRun(SweepRecord):
         """Record what ended the sweep early: a budget ("timeout_s", "max_compute_s") or
         "stop"; with a budget, close() counts the jobs that never started as skipped."""
         self.store.client.set_tag(self.run_id, names.STOPPED_BY, reason)
+
+    def request_stop(self) -> None:
+        """Mark the sweep as being stopped (`sweeps stop`): whoever closes it, closes it KILLED."""
+        self.store.client.set_tag(self.run_id, names.STOP_REQUESTED, f"{time.time():.0f}")
+
+    def end_running_jobs(self, grace_s: float) -> int:
+        """Give the jobs' runs still RUNNING `grace_s` to end (a stopped job checkpoints first),
+        then mark those left KILLED: their process is gone. Returns how many it marked."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            running = [r for r in self.children() if r.info.status == "RUNNING"]
+            if not running or time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+        for run in running:
+            end_run(self.store.client, run.info.run_id, "KILLED")
+        return len(running)
 
     def configuration_run(self, group: str, label: str, params: dict[str, str]) -> str:
         """The run of the configuration whose config group is `group` (its seeds' runs are nested

@@ -1,8 +1,9 @@
 """One training run's life in MLflow: started or resumed, watched by a heartbeat, ended with
 exactly one final status once everything it records is uploaded.
 
-This module is the only writer of run statuses: `tracked_run` for training runs, `reopen_run` and
-`end_run` for a sweep's parent and configuration runs, and `end_run` for runs found dead.
+Run statuses are written here and in status.py only: `tracked_run` for training runs (the active
+run); status.py's `reopen_run` and `end_run` for a sweep's parent and configuration runs and for
+runs found dead (no torch there, so `sweeps stop` starts at once).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lstm_mnist.checkpoints import checkpoint_callbacks
 from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.tracking import artifacts, compute, identity, names, resume
+from lstm_mnist.tracking.status import end_run
 from lstm_mnist.tracking.store import Store
 from lstm_mnist.tracking.system import system_monitor
 from lstm_mnist.world import World
@@ -68,17 +70,6 @@ def as_logged(value: Any) -> float:
     """A float32 metric as the number it is (0.9412, not 0.9412000179290771): the shortest
     decimal that reads back as the same float32."""
     return float(str(np.float32(float(value))))
-
-
-def end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
-    """Write the final status of a run that is not the active one (a parent, a dead run)."""
-    client.set_terminated(run_id, status)
-
-
-def reopen_run(client: mlflow.MlflowClient, run_id: str) -> None:
-    """Set a run that is not the active one RUNNING again (a sweep's parent, or its
-    configuration's run, when the sweep is run again)."""
-    client.update_run(run_id, status="RUNNING")
 
 
 class HeartbeatCallback(pl.Callback):

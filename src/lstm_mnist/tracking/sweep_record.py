@@ -4,6 +4,7 @@ parent.py writes it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from mlflow.entities import Run
@@ -43,16 +44,17 @@ class SweepRecord:
     trade_offs: tuple[Objective, ...] = ()  # further objectives of a Pareto sweep
 
     @staticmethod
-    def find(store: Store, which: str) -> Run:
-        """The parent run `which` (a run id), or with "latest" the latest sweep's."""
+    def find(store: Store, which: str, what: str = "--sweep") -> Run:
+        """The parent run `which` (a run id), or with "latest" the latest sweep's; `what` is how
+        an error names the id (the option or argument that gave it)."""
         client = store.client
         if which != "latest":
             try:
                 run = client.get_run(which)
             except MlflowException:
-                raise ValueError(f"--sweep {which}: no such run in {store.uri}") from None
+                raise ValueError(f"{what} {which}: no such run in {store.uri}") from None
             if names.SWEEP_KEY not in run.data.tags:
-                raise ValueError(f"--sweep {which}: that run is not a sweep's parent run")
+                raise ValueError(f"{what} {which}: that run is not a sweep's parent run")
             return run
         experiment = client.get_experiment_by_name(store.experiment_name)
         found = experiment and client.search_runs(
@@ -114,6 +116,18 @@ class SweepRecord:
             job = f"{trial} {tags[names.CONFIG_HASH]}" if trial else tags.get(names.CONFIG_HASH)
             latest[job or run.info.run_id] = run
         return list(latest.values())
+
+    def running_jobs(self, stale_after_s: float) -> list[str]:
+        """The ids of the jobs' runs still RUNNING whose heartbeat is fresher than
+        `stale_after_s` (a process still trains them)."""
+        now = time.time()
+        return [
+            r.info.run_id
+            for r in self.children()
+            if r.info.status == "RUNNING"
+            and now - float(r.data.tags.get(names.HEARTBEAT, r.info.start_time / 1000))
+            < stale_after_s
+        ]
 
     def finished_hashes(self) -> set[str]:
         """Config hashes of the jobs that have FINISHED (and were not pruned)."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lstm_mnist.tracking import Store
+from lstm_mnist.tracking import Store, names
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 TrialState = optuna.trial.TrialState
 
@@ -108,3 +111,15 @@ def retry_of(study: optuna.Study, number: int) -> int | None:
     """The trial that trial `number` retries, if it is a retry."""
     (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     return frozen.system_attrs.get("failed_trial")
+
+
+def recorded_study(parent: Run, store: Store, storage: str | None = None) -> optuna.Study | None:
+    """The study of the Optuna sweep whose parent run is `parent` (None for another sweep):
+    in `storage`, else where the parent says (unless its URL hides a password), else beside
+    the store."""
+    name = parent.data.tags.get(names.OPTUNA_STUDY)
+    if name is None:
+        return None
+    tagged = parent.data.tags.get(names.OPTUNA_STORAGE, "")
+    storage = storage or (tagged if "***" not in tagged else None) or store.optuna_storage()
+    return optuna.load_study(study_name=name, storage=storage)
