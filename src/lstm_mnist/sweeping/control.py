@@ -93,7 +93,9 @@ def finish(store: Store, which: str, stale_after_s: float = 900) -> list[str]:
         )
     killed = parent.end_running_jobs(grace_s=0)
     lines = [f"{killed} run(s) left RUNNING by jobs that died: marked KILLED"] if killed else []
-    return lines + finish_sweep(parent)
+    # a sweep whose jobs were killed did not run to its end
+    interrupted = any(r.info.status == "KILLED" for r in parent.children())
+    return lines + finish_sweep(parent, status="KILLED" if interrupted else None)
 
 
 def is_sweep_driver(pid: int) -> bool:
