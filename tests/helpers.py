@@ -3,6 +3,8 @@ the CLI run on them in a throw-away folder, and readers of the MLflow store they
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import lstm_mnist.schema  # noqa: F401  (registers the schema)
+from lstm_mnist.cli import sweeps_command
 from lstm_mnist.tracking import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +197,19 @@ def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
         time.sleep(0.5)
     proc.kill()
     pytest.fail("training did not start: " + proc.communicate()[1][-2000:])
+
+
+EXPERIMENT = "lstm-mnist"
+
+
+def sweeps(store: str, *args: str, experiment: str = EXPERIMENT) -> subprocess.CompletedProcess:
+    """The sweeps command, in this process (its imports cost seconds a time)."""
+    argv = [*args, "--tracking-uri", store, "--experiment", experiment]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            sweeps_command.main(argv)
+            code = 0
+        except SystemExit as exit:
+            code = int(exit.code or 0)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

@@ -3,6 +3,7 @@ into an `mlflow server` on PostgreSQL, as on a cluster."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from helpers import (
     job_runs,
     run_cli,
     steps_of,
+    sweeps,
     tiny_cli_args,
 )
 
@@ -287,3 +289,172 @@ def test_tasks_that_disagree_with_the_trainer_flags_are_refused_in_one_line(
         proc.stderr
     )
     assert not job_runs(mlflow_server.url, tmp_path / "multirun")
+
+
+DETACHED = [*SLURM, "detach=true", "hydra.launcher.array_parallelism=2"]
+
+
+def detached_parent(proc: subprocess.CompletedProcess) -> str:
+    """The parent run id a detached sweep's command printed, once it returned 0."""
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(line for line in proc.stdout.splitlines() if ": detached; " in line)
+    return line.rsplit("parent run ", 1)[1].strip()
+
+
+def ended(tracking_uri: str, run_id: str, timeout_s: float = 300):
+    """The run once it is no longer RUNNING."""
+    client = mlflow.MlflowClient(tracking_uri)
+    deadline = time.monotonic() + timeout_s
+    while (run := client.get_run(run_id)).info.status == "RUNNING":
+        assert time.monotonic() < deadline, f"run {run_id} still RUNNING after {timeout_s} s"
+        time.sleep(1)
+    return run
+
+
+def in_queue(*arrays: str, wait_s: float = 0) -> list[str]:
+    """These arrays' jobs still in the queue (after `wait_s` at most for none to be)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True)
+        jobs = [job for job in out.stdout.split() if job.split("_")[0] in arrays]
+        if not jobs or time.monotonic() >= deadline:
+            return jobs
+        time.sleep(1)
+
+
+def summary_of(tracking_uri: str, run_id: str) -> str:
+    client = mlflow.MlflowClient(tracking_uri)
+    return open(client.download_artifacts(run_id, "summary.txt")).read()
+
+
+def test_a_detached_optuna_sweep_returns_at_once_and_its_last_job_closes_it(
+    slurm, mlflow_server, optuna_storage_url, tmp_path
+):
+    import optuna
+
+    url = mlflow_server.url
+    started = time.monotonic()
+    proc = run_cli(
+        tmp_path,
+        *ASYNC_SEARCH,
+        *DETACHED,
+        f"hydra.sweeper.storage={optuna_storage_url}",
+        f"logger.tracking_uri={url}",
+        multirun=True,
+    )
+    returned_s = time.monotonic() - started
+    parent_id = detached_parent(proc)
+    assert returned_s < 60, returned_s
+    assert f"sweeps.py stop {parent_id}" in proc.stdout  # what to run next, said
+    client = mlflow.MlflowClient(url)
+    arrays = client.get_run(parent_id).data.tags["slurm_jobs"].split()
+    assert in_queue(*arrays)  # its jobs run on, with no command waiting for them
+    listed = {s["run_id"]: s for s in json.loads(sweeps(url, "list", "--json").stdout)}
+    assert listed[parent_id]["state"] == "RUNNING" and listed[parent_id]["detached"]
+    assert listed[parent_id]["where"] == f"SLURM {' '.join(arrays)}"
+
+    parent = ended(url, parent_id)
+    assert parent.info.status == "FINISHED"
+    assert not in_queue(*arrays, wait_s=60)  # the job that closed it ends too: nothing left
+    study = optuna.load_study(
+        study_name=parent.data.tags["optuna_study"], storage=optuna_storage_url
+    )
+    assert sum(t.state.is_finished() for t in study.trials) == 4
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert parent.data.metrics["best_val_acc"] == max(t.value for t in complete)
+    text = summary_of(url, parent_id)
+    assert text.startswith("sweep optuna: ") and "core-s" in text and "best: " in text
+    # one of the two workers closed it, once
+    (closer,) = (tmp_path / "multirun" / ".sweep-ends").glob("*/closed-by")
+    logs = [p.read_text() for p in (tmp_path / "multirun" / ".submitit").glob("*/*_log.out")]
+    assert sum("this job was the sweep's last" in log for log in logs) == 1, closer.read_text()
+    shown = json.loads(
+        sweeps(url, "show", parent_id, "--json", "--storage", optuna_storage_url).stdout
+    )
+    assert len(shown["trials"]) == len(study.trials)
+
+
+def test_sweeps_stop_cancels_a_detached_sweep(slurm, mlflow_server, tmp_path):
+    url = mlflow_server.url
+    proc = run_cli(
+        tmp_path,
+        "num_layers=1,2",
+        "max_steps=100000",
+        "val_every=500",
+        *DETACHED,
+        f"logger.tracking_uri={url}",
+        multirun=True,
+    )
+    parent_id = detached_parent(proc)
+    runs = training_runs(url, tmp_path, past_step=20, count=2)
+    arrays = mlflow.MlflowClient(url).get_run(parent_id).data.tags["slurm_jobs"].split()
+    stopped = sweeps(url, "stop", parent_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "cancelled 2 SLURM job(s)" in stopped.stdout
+    assert not in_queue(*arrays)
+    client = mlflow.MlflowClient(url)
+    for run in runs:  # each checkpointed as SLURM cancelled it, and is KILLED
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+        assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["stopped_by"] == "stop"
+    assert "ended already: KILLED" in sweeps(url, "stop", parent_id).stdout
+
+
+def test_sweeps_finish_closes_a_detached_sweep_whose_jobs_were_cancelled_by_hand(
+    slurm, mlflow_server, tmp_path
+):
+    url = mlflow_server.url
+    proc = run_cli(
+        tmp_path,
+        "num_layers=1,2",
+        "max_steps=100000",
+        *DETACHED,
+        f"logger.tracking_uri={url}",
+        multirun=True,
+    )
+    parent_id = detached_parent(proc)
+    training_runs(url, tmp_path, past_step=20, count=2)
+    arrays = mlflow.MlflowClient(url).get_run(parent_id).data.tags["slurm_jobs"].split()
+    subprocess.run(["scancel", *arrays], check=True)
+    assert not in_queue(*arrays, wait_s=60)
+    listed = {s["run_id"]: s for s in json.loads(sweeps(url, "list", "--json").stdout)}
+    assert listed[parent_id]["state"] == "RUNNING (left over)"
+    finished = sweeps(url, "finish", parent_id)
+    assert finished.returncode == 0, finished.stderr
+    assert "sweep num_layers=1,2: 0 of 2 jobs finished, 2 killed" in finished.stdout
+    parent = mlflow.MlflowClient(url).get_run(parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["jobs_killed"] == "2"
+    assert summary_of(url, parent_id).startswith("sweep num_layers=1,2: 0 of 2 jobs")
+
+
+def test_a_timeout_budget_stops_a_detached_study_its_unstarted_trials_skipped(
+    slurm, mlflow_server, optuna_storage_url, tmp_path
+):
+    import optuna
+
+    url = mlflow_server.url
+    proc = run_cli(
+        tmp_path,
+        *ASYNC_SEARCH,
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.timeout_s=30",
+        *DETACHED,
+        f"hydra.sweeper.storage={optuna_storage_url}",
+        f"logger.tracking_uri={url}",
+        multirun=True,
+    )
+    parent = ended(url, detached_parent(proc))
+    tags = parent.data.tags
+    assert tags["stopped_by"] == "timeout_s"
+    study = optuna.load_study(study_name=tags["optuna_study"], storage=optuna_storage_url)
+    started = [t for t in study.trials if t.datetime_start is not None]
+    assert all(t.state.is_finished() for t in study.trials)  # the running ones finished
+    # no trial started after the budget's end (measured from the sweep's start, a little later
+    # than its parent run's)
+    deadline = parent.info.start_time / 1000 + 30 + 5
+    assert all(t.datetime_start.timestamp() <= deadline for t in started)
+    assert int(tags["jobs_skipped"]) == 20 - len(started) > 0
+    assert f"{tags['jobs_skipped']} skipped; stopped by timeout_s" in summary_of(
+        url, parent.info.run_id
+    )

@@ -75,7 +75,7 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
     compare_py = ROOT / "src" / "compare.py"
     assert (
         summary[3]
-        == f"next: python {compare_py} --tracking-uri {store} --sweep {parent.info.run_id}"
+        == f"next: python {compare_py} --sweep {parent.info.run_id} --tracking-uri {store}"
     )
 
     again = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))

@@ -3,8 +3,6 @@ an `mlflow server` on PostgreSQL; budgets; the detached sweep's closing race, fo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import multiprocessing
 import os
@@ -16,27 +14,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from helpers import ROOT, run_cli, runs_in, steps_of, tiny_cli_args
+from helpers import EXPERIMENT, ROOT, run_cli, runs_in, steps_of, sweeps, tiny_cli_args
 
-from lstm_mnist.cli import sweeps_command
 from lstm_mnist.job import JobContext, SweepPlace
 from lstm_mnist.sweeping.detached import job_ended
 from lstm_mnist.tracking import Objective, Store, SweepRun
-
-EXPERIMENT = "lstm-mnist"
-
-
-def sweeps(store: str, *args: str, experiment: str = EXPERIMENT) -> subprocess.CompletedProcess:
-    """The sweeps command, in this process (its imports cost seconds a time)."""
-    argv = [*args, "--tracking-uri", store, "--experiment", experiment]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            sweeps_command.main(argv)
-            code = 0
-        except SystemExit as exit:
-            code = int(exit.code or 0)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def runs_of(store: str, experiment: str, parents: bool = False) -> list:

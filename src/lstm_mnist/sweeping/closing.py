@@ -57,16 +57,17 @@ def summary(parent: SweepRun, outcome: Outcome, done_before: int = 0) -> list[st
         shown = " ".join(config) or unnamed
         lines.append(f"best: {shown} {metric}={found} ({best})")
     lines.append(f"runs: {parent.store.where_to_look(parent.url())}")
-    lines.append(f"next: {command('compare', parent.store)} --sweep {parent.run_id}")
+    lines.append(f"next: {command('compare', parent.store, '--sweep', parent.run_id)}")
     return lines
 
 
-def command(name: str, store: Store) -> str:
-    """The command `name` (compare, sweeps) as this one was run (a checkout's script, or the
-    console script), for this store."""
+def command(name: str, store: Store, *words: str) -> str:
+    """The command `name` (compare, sweeps) with `words`, as this one was run (a checkout's
+    script, or the console script), for this store."""
     script = Path(sys.argv[0])
     checkout = script.name in ("train.py", "sweeps.py", "compare.py")  # else a console script's
     text = f"python {script.with_name(f'{name}.py')}" if checkout else f"lstm-mnist-{name}"
+    text = " ".join([text, *words])
     if store.uri != DEFAULT_URI:  # MLflow sets MLFLOW_TRACKING_URI itself: say it
         secret = urlsplit(store.uri).password
         text += f" --tracking-uri {'$MLFLOW_TRACKING_URI' if secret else store.uri}"

@@ -5,6 +5,7 @@ ended, close the parent. A sweeper (grid.py, optuna/sweeper.py) says which jobs 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -205,16 +206,16 @@ class TrackedSweeper(Sweeper):
         job_ids = submit(self.launcher, batch)
         arrays = array_ids(job_ids)
         parent.store.client.set_tag(parent.run_id, names.SLURM_JOBS, " ".join(arrays))
-        sweeps = command("sweeps", parent.store)
+        sweeps = functools.partial(command, "sweeps", parent.store)
         before = f" ({done_before} finished before)" if done_before else ""
         print(
             f"sweep {parent.store.client.get_run(parent.run_id).data.tags[names.SWEEP_NAME]}:"
             f" detached; {len(jobs)} job(s){before} submitted as SLURM job array"
             f" {', '.join(arrays)}; parent run {parent.run_id}\n"
-            f"watch:  {sweeps} show {parent.run_id}\n"
-            f"list:   {sweeps} list\n"
-            f"stop:   {sweeps} stop {parent.run_id}\n"
-            f"finish: {sweeps} finish {parent.run_id}   (if its jobs end and it does not close)"
+            f"watch:  {sweeps('show', parent.run_id)}\n"
+            f"list:   {sweeps('list')}\n"
+            f"stop:   {sweeps('stop', parent.run_id)}\n"
+            f"finish: {sweeps('finish', parent.run_id)}   (if its jobs end and it does not close)"
         )
         return []
 
