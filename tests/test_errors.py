@@ -38,6 +38,34 @@ def test_refused_value_is_one_line_and_records_no_run(tmp_path, override, messag
     assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []  # no empty FINISHED run
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["detach=true"],
+            "error: detach=true needs hydra/launcher=slurm: on one machine nothing runs the jobs"
+            " once the command exits; keep the sweep running with `nohup python src/train.py -m"
+            " ... > sweep.log 2>&1 &` or in tmux",
+        ),
+        (
+            ["detach=true", "hydra/launcher=slurm", "hydra.sweeper.max_batch_size=1"],
+            "error: detach=true: hydra.sweeper.max_batch_size=1 launches jobs in batches; run it"
+            " attached (under nohup or tmux)",
+        ),
+        (
+            ["hydra.sweeper.timeout_s=0"],
+            "error: hydra.sweeper.timeout_s=0: must be > 0 seconds (or null)",
+        ),
+    ],
+)
+@pytest.mark.slow  # a sweep's start: ~20 s each
+def test_a_sweep_that_cannot_run_as_asked_is_refused_in_one_line(tmp_path, overrides, message):
+    proc = run_cli(tmp_path, "num_layers=1,2", *overrides, multirun=True)
+    assert proc.returncode == 1
+    assert error_lines(proc)[-1].startswith(message), proc.stderr[-2000:]
+    assert runs_in(f"sqlite:///{tmp_path}/mlflow.db", parents=True) == []  # no parent opened
+
+
 @pytest.mark.slow
 def test_store_that_is_not_an_mlflow_database_is_named_in_one_line(tmp_path):
     db = tmp_path / "mlflow.db"

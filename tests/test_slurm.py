@@ -322,6 +322,12 @@ def in_queue(*arrays: str, wait_s: float = 0) -> list[str]:
         time.sleep(1)
 
 
+def runs_of_parent(tracking_uri: str, parent_id: str) -> list:
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([experiment], f"tags.sweep_run = '{parent_id}'")
+
+
 def summary_of(tracking_uri: str, run_id: str) -> str:
     client = mlflow.MlflowClient(tracking_uri)
     return open(client.download_artifacts(run_id, "summary.txt")).read()
@@ -373,6 +379,21 @@ def test_a_detached_optuna_sweep_returns_at_once_and_its_last_job_closes_it(
     )
     assert len(shown["trials"]) == len(study.trials)
 
+    # The same command again resumes it, as an attached sweep: its study is full, so it ends.
+    again = run_cli(
+        tmp_path,
+        *ASYNC_SEARCH,
+        *DETACHED,
+        f"hydra.sweeper.storage={optuna_storage_url}",
+        f"logger.tracking_uri={url}",
+        multirun=True,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 trials already finished; resuming" in again.stdout
+    assert summary_of(url, parent_id).splitlines()[0] in again.stdout  # its summary, again
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    assert len(runs_of_parent(url, parent_id)) == len(study.trials)  # nothing ran again
+
 
 def test_sweeps_stop_cancels_a_detached_sweep(slurm, mlflow_server, tmp_path):
     url = mlflow_server.url
@@ -388,6 +409,17 @@ def test_sweeps_stop_cancels_a_detached_sweep(slurm, mlflow_server, tmp_path):
     parent_id = detached_parent(proc)
     runs = training_runs(url, tmp_path, past_step=20, count=2)
     arrays = mlflow.MlflowClient(url).get_run(parent_id).data.tags["slurm_jobs"].split()
+    twice = run_cli(  # the same command while it runs: refused, not submitted twice
+        tmp_path,
+        "num_layers=1,2",
+        "max_steps=100000",
+        "val_every=500",
+        *DETACHED,
+        f"logger.tracking_uri={url}",
+        multirun=True,
+    )
+    assert twice.returncode == 1
+    assert f"error: sweep {parent_id} still runs as SLURM job(s) {arrays[0]}" in twice.stderr
     stopped = sweeps(url, "stop", parent_id)
     assert stopped.returncode == 0, stopped.stderr
     assert "cancelled 2 SLURM job(s)" in stopped.stdout

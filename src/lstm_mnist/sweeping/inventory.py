@@ -79,11 +79,17 @@ def status_of(store: Store, run: Run, now: float | None = None) -> SweepStatus:
         statistics.fmean(r.data.metrics[record.objective.metric] for r in group) if group else None
     )
     best_run = record.objective.best(group).info.run_id if group else None
+    # an attached SLURM sweep's arrays are known from its runs
+    ran_as = {
+        r.data.tags[names.SLURM_JOB].split("_")[0]
+        for r in children
+        if r.data.tags.get(names.SLURM_JOB)
+    }
+    where = f"SLURM {' '.join(sorted(set(arrays) | ran_as, key=int))}" if arrays or ran_as else ""
     if driver := tags.get(names.DRIVER):
         host, _, pid = driver.partition(" ")
-        where = f"local ({host} pid {pid})"
-    else:
-        where = f"SLURM {' '.join(arrays)}" if arrays else "local"
+        where = f"{where or 'local'} ({host} pid {pid})"
+    where = where or "local"
     status = SweepStatus(
         name=tags.get(names.SWEEP_NAME, run.info.run_name),
         run_id=run.info.run_id,

@@ -132,6 +132,7 @@ class TrackedSweeper(Sweeper):
         store = Store.of(plan.config)
         launcher = self.config.hydra.launcher
         detach = bool(plan.config.detach)
+        self.budget = Budget(time.time(), self.timeout_s, self.max_compute_s)
         if detach:
             refuse_to_detach(self, store, plan, launcher)
         artifacts = plan.config.artifacts
@@ -156,7 +157,6 @@ class TrackedSweeper(Sweeper):
         if not detach:  # a detached sweep has no process to beat for it
             parent.keep_alive(every_s=plan.config.stale_after_s / 10)
         os.environ[SWEEPER_PID] = str(os.getpid())  # the workers it starts can tell they are
-        self.budget = Budget(time.time(), self.timeout_s, self.max_compute_s)
         done_before = self.start(parent)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
