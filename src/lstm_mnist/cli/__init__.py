@@ -54,6 +54,8 @@ def quiet() -> None:
     for name in ("mlflow.store.db.utils", "alembic", "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # its "View run ... at" lines, on stdout where --json output goes; the commands say where
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
