@@ -36,13 +36,18 @@ def test_run_is_recorded_in_mlflow(short_run):
     assert "num_units: 64" in open(config).read()
 
 
-def test_a_run_logs_exactly_the_metrics_an_objective_may_name(short_run):
-    from lstm_mnist.tracking import METRICS
+def test_a_run_logs_exactly_the_metrics_an_objective_may_name_and_its_cost(short_run):
+    from lstm_mnist.tracking import METRICS, names
 
     _, store = short_run
     (run,) = runs_in(store)
     logged = {m for m in run.data.metrics if not m.startswith("system/")} - {"step", "epoch"}
-    assert logged == set(METRICS)
+    assert logged == set(METRICS) | set(names.COMPUTE)
+    cost = run.data.metrics
+    threads = int(run.data.tags["torch_threads"])
+    assert cost["core_s"] == pytest.approx(cost["wall_s"] * threads) and cost["gpu_s"] == 0
+    # the whole run: from before its start to after its test
+    assert cost["wall_s"] <= (run.info.end_time - run.info.start_time) / 1000 + 5
 
 
 def test_cli_multirun_records_one_run_per_job(tmp_path):

@@ -1,5 +1,5 @@
-"""The commands (train, predict, compare, clean), one module each (*_command.py): they parse,
-run the library and turn what it raises into one line and an exit code. Only these exit; they
+"""The commands (train, predict, compare, sweeps, clean), one module each (*_command.py): they
+parse, run the library and turn what it raises into one line and an exit code. Only these exit; they
 import torch, Lightning, MLflow and Optuna after parsing, so `--help` and a mistyped option
 answer at once."""
 
