@@ -339,15 +339,10 @@ def test_a_detached_optuna_sweep_returns_at_once_and_its_last_job_closes_it(
     import optuna
 
     url = mlflow_server.url
+    command = [*ASYNC_SEARCH, *DETACHED, f"hydra.sweeper.storage={optuna_storage_url}"]
+    command.append(f"logger.tracking_uri={url}")
     started = time.monotonic()
-    proc = run_cli(
-        tmp_path,
-        *ASYNC_SEARCH,
-        *DETACHED,
-        f"hydra.sweeper.storage={optuna_storage_url}",
-        f"logger.tracking_uri={url}",
-        multirun=True,
-    )
+    proc = run_cli(tmp_path, *command, multirun=True)
     returned_s = time.monotonic() - started
     parent_id = detached_parent(proc)
     assert returned_s < 60, returned_s
@@ -380,14 +375,7 @@ def test_a_detached_optuna_sweep_returns_at_once_and_its_last_job_closes_it(
     assert len(shown["trials"]) == len(study.trials)
 
     # The same command again resumes it, as an attached sweep: its study is full, so it ends.
-    again = run_cli(
-        tmp_path,
-        *ASYNC_SEARCH,
-        *DETACHED,
-        f"hydra.sweeper.storage={optuna_storage_url}",
-        f"logger.tracking_uri={url}",
-        multirun=True,
-    )
+    again = run_cli(tmp_path, *command, multirun=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "4 trials already finished; resuming" in again.stdout
     assert summary_of(url, parent_id).splitlines()[0] in again.stdout  # its summary, again
@@ -397,27 +385,13 @@ def test_a_detached_optuna_sweep_returns_at_once_and_its_last_job_closes_it(
 
 def test_sweeps_stop_cancels_a_detached_sweep(slurm, mlflow_server, tmp_path):
     url = mlflow_server.url
-    proc = run_cli(
-        tmp_path,
-        "num_layers=1,2",
-        "max_steps=100000",
-        "val_every=500",
-        *DETACHED,
-        f"logger.tracking_uri={url}",
-        multirun=True,
-    )
-    parent_id = detached_parent(proc)
+    command = ["num_layers=1,2", "max_steps=100000", "val_every=500", *DETACHED]
+    command.append(f"logger.tracking_uri={url}")
+    parent_id = detached_parent(run_cli(tmp_path, *command, multirun=True))
     runs = training_runs(url, tmp_path, past_step=20, count=2)
     arrays = mlflow.MlflowClient(url).get_run(parent_id).data.tags["slurm_jobs"].split()
-    twice = run_cli(  # the same command while it runs: refused, not submitted twice
-        tmp_path,
-        "num_layers=1,2",
-        "max_steps=100000",
-        "val_every=500",
-        *DETACHED,
-        f"logger.tracking_uri={url}",
-        multirun=True,
-    )
+    # the same command while it runs: refused, not submitted twice
+    twice = run_cli(tmp_path, *command, multirun=True)
     assert twice.returncode == 1
     assert f"error: sweep {parent_id} still runs as SLURM job(s) {arrays[0]}" in twice.stderr
     stopped = sweeps(url, "stop", parent_id)

@@ -128,10 +128,7 @@ def cancel(ids: list[str], wait_s: float = 60) -> list[str]:
         return []
     subprocess.run(["scancel", *ids], check=False)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        queue = ["squeue", "-h", "-j", ",".join(ids), "-o", "%i"]
-        if not subprocess.run(queue, capture_output=True, text=True).stdout.strip():
-            break
+    while in_queue(ids) and time.monotonic() < deadline:
         time.sleep(0.5)
     log.info(f"SLURM jobs {', '.join(ids)} were cancelled")
     return ids

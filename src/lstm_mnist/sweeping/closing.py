@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mlflow.entities import Run
+
 from lstm_mnist.stats import estimate
 from lstm_mnist.sweeping.model_policy import keep_best_models
 from lstm_mnist.tracking import DEFAULT_URI, JOB_STATES, Outcome, Store, SweepRun, names
@@ -21,20 +23,19 @@ def finish_sweep(parent: SweepRun, status: str | None = None, done_before: int =
     """Close the parent (`status`: see SweepRun.close) and return the sweep's summary lines;
     `done_before`: jobs that FINISHED in an earlier start of it and were not run again."""
     outcome = parent.close(status)
-    tags = parent.store.client.get_run(parent.run_id).data.tags
-    mode, _, keep = tags.get(names.MODEL_POLICY, "true 1").partition(" ")
+    run = parent.store.client.get_run(parent.run_id)
+    mode, _, keep = run.data.tags.get(names.MODEL_POLICY, "true 1").partition(" ")
     if mode == "best":
         kept, deleted = keep_best_models(parent, int(keep))
         log.info(f"artifacts.model=best: kept {kept} logged model(s), deleted {deleted}")
-    lines = summary(parent, outcome, done_before)
+    lines = summary(run, parent, outcome, done_before)
     parent.store.client.log_text(parent.run_id, "\n".join(lines) + "\n", names.SUMMARY)
     return lines
 
 
-def summary(parent: SweepRun, outcome: Outcome, done_before: int = 0) -> list[str]:
-    """The lines a sweep ends with: how its jobs ended, what they cost, the best configuration,
-    where to look, what to run next."""
-    run = parent.store.client.get_run(parent.run_id)
+def summary(run: Run, parent: SweepRun, outcome: Outcome, done_before: int = 0) -> list[str]:
+    """The lines a sweep ends with (`run`: its parent run, closed): how its jobs ended, what
+    they cost, the best configuration, where to look, what to run next."""
     name, space = run.data.tags.get(names.SWEEP_NAME, run.info.run_name), run.data.params
     counts = outcome.counts
     states = "".join(f", {counts[s]} {s}" for s in (*JOB_STATES[1:], "skipped") if counts[s])

@@ -8,11 +8,14 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import psutil
+from mlflow.exceptions import MlflowException
 
 from lstm_mnist.cluster import cancel, in_queue
 from lstm_mnist.sweeping.closing import finish_sweep
+from lstm_mnist.sweeping.inventory import slurm_arrays
 from lstm_mnist.tracking import Store, SweepRecord, SweepRun, names
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,7 @@ def stop(store: Store, which: str, wait_s: float = 120) -> list[str]:
     if run.info.status != "RUNNING":
         return [f"sweep {run_id} has ended already: {run.info.status}; nothing to stop"]
     parent = SweepRun.of(store, run)
-    parent.stopped_by("stop")
-    parent.request_stop()  # whichever job closes it from now on closes it KILLED
+    parent.stopped_by("stop")  # whichever job closes it from now on closes it KILLED
     lines = []
     if driver := run.data.tags.get(names.DRIVER):  # an attached sweep: its command stops it
         host, _, pid = driver.partition(" ")
@@ -41,14 +43,7 @@ def stop(store: Store, which: str, wait_s: float = 120) -> list[str]:
             if wait_until_ended(parent, wait_s):
                 return [f"sweep {run_id}: its process {pid} stopped it; parent run KILLED"]
             lines.append(f"its process {pid} did not stop it in {wait_s:.0f} s")
-    arrays = sorted(
-        set(run.data.tags.get(names.SLURM_JOBS, "").split())
-        | {
-            r.data.tags[names.SLURM_JOB].split("_")[0]
-            for r in parent.children()
-            if r.data.tags.get(names.SLURM_JOB)
-        }
-    )
+    arrays = slurm_arrays(run, parent.children())
     if queued := in_queue(arrays):
         cancel(arrays)
         lines.append(f"cancelled {len(queued)} SLURM job(s) of array(s) {', '.join(arrays)}")
@@ -71,8 +66,8 @@ def finish(store: Store, which: str, stale_after_s: float = 900) -> list[str]:
     if run.info.status != "RUNNING":
         try:
             text = store.client.download_artifacts(run_id, names.SUMMARY)
-            return open(text).read().splitlines()
-        except Exception:  # a sweep closed before summaries were stored
+            return Path(text).read_text().splitlines()
+        except (MlflowException, OSError):  # a sweep closed before summaries were stored
             return [f"sweep {run_id} has ended already: {run.info.status}"]
     parent = SweepRun.of(store, run)
     arrays = run.data.tags.get(names.SLURM_JOBS, "").split()

@@ -12,7 +12,7 @@ from typing import Any
 
 from mlflow.entities import Run
 
-from lstm_mnist.cluster import in_queue
+from lstm_mnist.cluster import array_ids, in_queue
 from lstm_mnist.tracking import JOB_STATES, Store, SweepRecord, finished, job_state, names
 from lstm_mnist.tracking.compute import Compute, total
 from lstm_mnist.tracking.ranking import best_configuration
@@ -70,8 +70,8 @@ def status_of(store: Store, run: Run, now: float | None = None) -> SweepStatus:
         counts["queued"] = max(0, planned - len(children))
     else:
         counts["skipped"] = int(tags.get(names.jobs("skipped"), 0))
-    arrays = tags.get(names.SLURM_JOBS, "").split()
     state = run.info.status
+    arrays = run.data.tags.get(names.SLURM_JOBS, "").split()
     if running and arrays and counts["running"] == 0 and not in_queue(arrays):
         state = "RUNNING (left over)"  # its jobs are gone and none closed it: `sweeps finish`
     group = best_configuration(record.objective, finished(children))
@@ -79,13 +79,8 @@ def status_of(store: Store, run: Run, now: float | None = None) -> SweepStatus:
         statistics.fmean(r.data.metrics[record.objective.metric] for r in group) if group else None
     )
     best_run = record.objective.best(group).info.run_id if group else None
-    # an attached SLURM sweep's arrays are known from its runs
-    ran_as = {
-        r.data.tags[names.SLURM_JOB].split("_")[0]
-        for r in children
-        if r.data.tags.get(names.SLURM_JOB)
-    }
-    where = f"SLURM {' '.join(sorted(set(arrays) | ran_as, key=int))}" if arrays or ran_as else ""
+    ran_as = slurm_arrays(run, children)
+    where = f"SLURM {' '.join(ran_as)}" if ran_as else ""
     if driver := tags.get(names.DRIVER):
         host, _, pid = driver.partition(" ")
         where = f"{where or 'local'} ({host} pid {pid})"
@@ -111,6 +106,14 @@ def status_of(store: Store, run: Run, now: float | None = None) -> SweepStatus:
     if running:
         status.time_left_s = time_left(children, counts["queued"], now)
     return status
+
+
+def slurm_arrays(parent: Run, children: list[Run]) -> list[str]:
+    """The SLURM job arrays a sweep runs as: a detached one's, as submitted, and those its runs
+    were trained by (an attached SLURM sweep's are known from those only)."""
+    trained_by = [r.data.tags[names.SLURM_JOB] for r in children if names.SLURM_JOB in r.data.tags]
+    submitted = parent.data.tags.get(names.SLURM_JOBS, "").split()
+    return array_ids([*submitted, *trained_by])
 
 
 def time_left(children: list[Run], queued: int, now: float) -> float | None:

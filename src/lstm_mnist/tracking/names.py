@@ -52,8 +52,8 @@ JOBS_PLANNED = "jobs_planned"  # the jobs (an Optuna sweep: trials x replicates)
 DETACHED = "detached"  # "true": its jobs run on without the command that submitted them
 SLURM_JOBS = "slurm_jobs"  # the SLURM job (array) ids its jobs run as, space-separated
 DRIVER = "sweep_driver"  # "host pid": the process running an attached sweep
-STOPPED_BY = "stopped_by"  # the budget (timeout_s, max_compute_s) or "stop" that ended it
-STOP_REQUESTED = "stop_requested"  # `sweeps stop` was run: whoever closes it, closes it KILLED
+STOPPED_BY = "stopped_by"  # the budget (timeout_s, max_compute_s) that ended it, or "stop":
+# `sweeps stop` was run, and whoever closes the sweep closes it KILLED
 SUMMARY = "summary.txt"  # the parent's artifact: the lines the sweep ended with
 
 # Metrics of a training run: what it cost. A requeued run adds each segment's.

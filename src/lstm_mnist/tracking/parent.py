@@ -73,7 +73,7 @@ class SweepRun(SweepRecord):
             params = [Param(k, v[: names.MAX_NAME]) for k, v in space.items()]
             client.log_batch(run_id, params=params)
         old = client.get_run(run_id).data.tags  # a start of it before: its ending is not this one's
-        for tag in (names.STOPPED_BY, names.STOP_REQUESTED, names.SLURM_JOBS):
+        for tag in (names.STOPPED_BY, names.SLURM_JOBS):
             if tag in old:
                 client.delete_tag(run_id, tag)
         for tag, value in (facts or {}).items():
@@ -94,12 +94,9 @@ class SweepRun(SweepRecord):
 
     def stopped_by(self, reason: str) -> None:
         """Record what ended the sweep early: a budget ("timeout_s", "max_compute_s") or
-        "stop"; with a budget, close() counts the jobs that never started as skipped."""
+        "stop" (whoever closes it then closes it KILLED); with a budget, close() counts the jobs
+        that never started as skipped."""
         self.store.client.set_tag(self.run_id, names.STOPPED_BY, reason)
-
-    def request_stop(self) -> None:
-        """Mark the sweep as being stopped (`sweeps stop`): whoever closes it, closes it KILLED."""
-        self.store.client.set_tag(self.run_id, names.STOP_REQUESTED, f"{time.time():.0f}")
 
     def end_running_jobs(self, grace_s: float) -> int:
         """Give the jobs' runs still RUNNING `grace_s` to end (a stopped job checkpoints first),
@@ -155,14 +152,15 @@ class SweepRun(SweepRecord):
         client, children = self.store.client, self.children()
         tags = client.get_run(self.run_id).data.tags
         counts = Counter(job_state(r) for r in children)
-        if names.STOPPED_BY in tags and tags[names.STOPPED_BY] != "stop":
+        stopped_by = tags.get(names.STOPPED_BY)
+        if stopped_by is not None and stopped_by != "stop":
             planned = int(tags.get(names.JOBS_PLANNED, 0))
             counts["skipped"] = max(0, planned - len(children))
         for state in (*JOB_STATES, "skipped"):
             client.set_tag(self.run_id, names.jobs(state), str(counts[state]))
         used = compute.total(children)
         client.log_batch(self.run_id, metrics=metrics_now(used.as_metrics("compute_")))
-        if names.STOP_REQUESTED in tags:
+        if stopped_by == "stop":
             status = "KILLED"
         group = best_configuration(self.objective, finished(children))
         best = self.objective.best(group)

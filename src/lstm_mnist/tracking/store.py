@@ -192,7 +192,12 @@ class Store:
         for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
             if run.data.tags.get(names.DETACHED) == "true":
                 continue
-            silent = now - float(run.data.tags.get(names.HEARTBEAT, run.info.start_time / 1000))
-            if silent > stale_after_s:
+            if (silent := silent_s(run, now)) > stale_after_s:
                 stale[run.info.run_id] = silent
         return stale
+
+
+def silent_s(run: Run, now: float) -> float:
+    """How long the run has not beaten its heartbeat (or, before its first beat, since it
+    started)."""
+    return now - float(run.data.tags.get(names.HEARTBEAT, run.info.start_time / 1000))

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.ranking import pareto_configurations
-from lstm_mnist.tracking.store import Store
+from lstm_mnist.tracking.store import Store, silent_s
 
 JOB_STATES = ("finished", "failed", "pruned", "killed")
 
@@ -124,9 +124,7 @@ class SweepRecord:
         return [
             r.info.run_id
             for r in self.children()
-            if r.info.status == "RUNNING"
-            and now - float(r.data.tags.get(names.HEARTBEAT, r.info.start_time / 1000))
-            < stale_after_s
+            if r.info.status == "RUNNING" and silent_s(r, now) < stale_after_s
         ]
 
     def finished_hashes(self) -> set[str]:
