@@ -26,7 +26,7 @@ from lstm_mnist.interrupts import (
     wait_for_the_sweep,
 )
 from lstm_mnist.resources import CONF_DIR
-from lstm_mnist.schema import composition_error
+from lstm_mnist.schema import composition_error, validate
 
 if TYPE_CHECKING:
     from lstm_mnist.job import JobContext
@@ -39,13 +39,15 @@ outcome = logging.getLogger("lstm_mnist.outcome")
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One run (a sweep's job, or the whole command); returns its final metrics, from which the
     sweepers take the objective (and a Pareto sweep its trade-offs)."""
-    # torch, Lightning, MLflow: not on --help's path
+    whole_command = HydraConfig.get().mode == RunMode.RUN  # else a sweep's job
+    if whole_command:  # a sweep checked every job before its first one started
+        refuse_bad_values(cfg)
+    # torch, Lightning, MLflow: not on --help's path, nor on a refused value's
     from lstm_mnist.job import JobContext
     from lstm_mnist.sweeping.optuna.callbacks import trial_callbacks
     from lstm_mnist.training import train
 
     requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
-    whole_command = HydraConfig.get().mode == RunMode.RUN  # else a sweep's job
     # In a parallel sweep's worker process too, for this job only: its run is marked KILLED.
     with interrupts_raised():
         job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ)
@@ -84,6 +86,16 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     if whole_command:  # a sweep ends with its own summary and link
         outcome.info(f"see it: {result['url']}")
     return {k: v for k, v in result.items() if isinstance(v, float)}
+
+
+def refuse_bad_values(cfg: DictConfig) -> None:
+    """Exit FAILED on a value no run can use before torch, Lightning and MLflow are imported
+    (about 9 s here): train() makes the same check for a caller that is not this command."""
+    try:
+        validate(cfg)
+    except ValueError as err:
+        outcome.getChild("error").error(f"error: {type(err).__name__}: {one_line(err)}")
+        fail(err)
 
 
 def not_started(job: JobContext) -> bool:
