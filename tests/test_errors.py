@@ -38,6 +38,13 @@ def test_refused_value_is_one_line_and_records_no_run(tmp_path, override, messag
     assert runs_in(f"sqlite:///{tmp_path}/mlflow.db") == []  # no empty FINISHED run
 
 
+def test_train_itself_refuses_a_bad_value_for_callers_other_than_the_command(make_cfg, tmp_path):
+    cfg, _ = make_cfg("dropout=1.5")  # the command refuses it before importing train()
+    with pytest.raises(ValueError, match=r"^dropout=1.5 is invalid: must be a number in \[0, 1\)$"):
+        train(cfg)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
