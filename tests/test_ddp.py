@@ -147,7 +147,10 @@ def ranks_of(proc) -> list[psutil.Process]:
 def test_an_interrupted_ddp_run_is_one_killed_run_no_rank_left_and_resume_continues_it(
     tmp_path, signum
 ):
-    proc, run_id = start_training(tmp_path, *DDP, "max_steps=400")
+    # Long enough that the signal, sent once step 10 is in the store, comes before the end even
+    # on a loaded machine (400 steps sometimes ended first); few validations, as they cost most.
+    steps = ["max_steps=1000", "val_every=200"]
+    proc, run_id = start_training(tmp_path, *DDP, *steps)
     ranks = ranks_of(proc)
     proc.send_signal(signum)  # to rank 0 only, as a terminal's Ctrl-C or a scheduler's SIGTERM
     _, stderr = proc.communicate(timeout=60)
@@ -158,14 +161,14 @@ def test_an_interrupted_ddp_run_is_one_killed_run_no_rank_left_and_resume_contin
     (run,) = runs_in(store)
     assert run.info.status == "KILLED"
 
-    proc = run_cli(tmp_path, *DDP, "max_steps=400", f"resume={run_id}")
+    proc = run_cli(tmp_path, *DDP, *steps, f"resume={run_id}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = runs_in(store)  # the same run
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    assert steps_of(store, run, "train_loss") == list(range(10, 401, 10))  # each step once
-    assert steps_of(store, run, "val_acc") == list(range(20, 401, 20))
+    assert steps_of(store, run, "train_loss") == list(range(10, 1001, 10))  # each step once
+    assert steps_of(store, run, "val_acc") == list(range(200, 1001, 200))
 
-    proc = run_cli(tmp_path, "max_steps=400", f"resume={run_id}")  # not with another world
+    proc = run_cli(tmp_path, *steps, f"resume={run_id}")  # not with another world
     assert "error: resume=" in proc.stderr  # FINISHED now; the world check is in the params
 
 

@@ -164,14 +164,15 @@ def test_requeued_job_continues_its_own_run(slurm, mlflow_server, tmp_path):
 TIME_LIMIT = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30"]
 
 
-def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
+def test_job_at_its_time_limit_requeues_itself_continues_its_run_and_then_ends_killed(
     slurm, mlflow_server, tmp_path
 ):
-    # Training that outlasts any time limit here, however fast the machine (5000 steps took from
-    # 40 to 100 s on the same kind of machine): once the job has continued its run past the step
-    # it was stopped at, the test cancels it.
+    # One job meets two time limits (one test: each costs a minute or two of SLURM's clock). The
+    # first requeues it (max_num_timeout=1) and it continues its run; the second finds no requeue
+    # left and ends the run KILLED with a clear line. The training outlasts any time limit here,
+    # however fast the machine (5000 steps took from 40 to 100 s on the same kind of machine).
     steps = ["max_steps=1000000", "val_every=500"]
-    limit = [*TIME_LIMIT, "hydra.launcher.max_num_timeout=3"]
+    limit = [*TIME_LIMIT, "hydra.launcher.max_num_timeout=1"]
     proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
     log = tmp_path / "multirun" / "0" / "train.log"
     deadline = time.monotonic() + 300
@@ -180,23 +181,14 @@ def test_job_at_its_time_limit_requeues_itself_and_continues_its_run(
         time.sleep(1)
     (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
     stopped_at = steps_of(mlflow_server.url, run, "train_loss")[-1]
-    training_runs(mlflow_server.url, tmp_path, past_step=stopped_at + 100)
-    subprocess.run(["scancel", run.data.tags["slurm_job"]], check=True)
-    proc.communicate(timeout=180)
-    assert_one_continuous_run(mlflow_server.url, tmp_path, "KILLED")  # cancelled, once continued
+    training_runs(mlflow_server.url, tmp_path, past_step=stopped_at + 100)  # it trains on
     submitit_log = next((tmp_path / "multirun" / ".submitit").glob("*/*_0_log.out")).read_text()
     assert "this job is timed-out" in submitit_log  # requeued by the time limit's SIGUSR2
 
-
-def test_job_out_of_requeues_ends_killed_with_a_clear_line(slurm, mlflow_server, tmp_path):
-    steps = ["max_steps=100000", "val_every=500"]
-    limit = [*TIME_LIMIT, "hydra.launcher.max_num_timeout=0"]
-    proc = start_sweep(tmp_path, *steps, *limit, f"logger.tracking_uri={mlflow_server.url}")
-    _, stderr = proc.communicate(timeout=600)
+    _, stderr = proc.communicate(timeout=600)  # until the second time limit
     assert proc.returncode == 1, stderr[-4000:]
     assert "timed-out too many times" in stderr
-    (run,) = job_runs(mlflow_server.url, tmp_path / "multirun")
-    assert run.info.status == "KILLED"
+    assert_one_continuous_run(mlflow_server.url, tmp_path, "KILLED")  # once continued
     assert list((tmp_path / "checkpoints" / run.info.run_id).glob("*.ckpt"))
 
 
