@@ -7,6 +7,7 @@ reuse. conftest.py loads this module as a pytest plugin.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
@@ -184,9 +185,14 @@ def slurm() -> dict[str, str]:
         pytest.skip("a local SLURM cluster needs root")
     if absent := missing():
         pytest.skip(f"SLURM not installed ({', '.join(absent)}): .ci/run installs it")
+    # SLURM's daemons listen on fixed ports and there is one node per machine, so one cluster at
+    # a time: under `pytest -n 2 --dist loadfile` test_slurm.py's tests all run on one worker,
+    # and a SLURM test in another file would wait here for that worker's cluster to stop.
+    lock = open(Path(tempfile.gettempdir()) / "lstm-mnist-slurm.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     work = Path(tempfile.mkdtemp(prefix="lstm-slurm-"))
     try:
-        with slurm_cluster(work) as env:
+        with lock, slurm_cluster(work) as env:
             os.environ.update(env)
             try:
                 yield env
