@@ -63,3 +63,16 @@ def test_no_two_modules_share_a_name_with_the_users_scripts():
     modules = {p.name for p in PACKAGE.rglob("*.py")} - {"__init__.py"}
     assert scripts & modules == set(), scripts & modules
     assert not list(Path(PACKAGE).rglob("utils.py"))
+
+
+def test_every_test_the_readme_names_exists():
+    # The failure table and the feature notes cite tests by name; a test merged or renamed to
+    # make the suite faster must take its citations with it.
+    cited = set(re.findall(r"\b(test_\w+\.py)::(test_\w+)", (ROOT / "README.md").read_text()))
+    assert len(cited) > 20  # the failure table's rows at least
+    missing = {
+        f"{file}::{name}"
+        for file, name in cited
+        if not re.search(rf"^def {name}\(", (ROOT / "tests" / file).read_text(), re.M)
+    }
+    assert not missing, missing

@@ -87,8 +87,12 @@ class CheckpointOnInterrupt(pl.Callback):
     ) -> None:
         if self.saved:
             return
-        self.signum = self.signalled(trainer, pl_module.device)
-        if self.signum is not None:
+        # Not assigned to self.signum unless a rank was signalled: a signal that comes while the
+        # all-reduce waits is noted by _note as it returns, and must wait for the next step's
+        # agreement rather than be overwritten (Ctrl-C to a DDP run was lost that way).
+        agreed = self.signalled(trainer, pl_module.device)
+        if agreed is not None:
+            self.signum = agreed
             trainer.save_checkpoint(self.dirpath / f"step={trainer.global_step}.ckpt")
             self.saved = True
 
