@@ -147,8 +147,8 @@ def ranks_of(proc) -> list[psutil.Process]:
 def test_an_interrupted_ddp_run_is_one_killed_run_no_rank_left_and_resume_continues_it(
     tmp_path, signum
 ):
-    # Long enough that the signal, sent once step 10 is in the store, comes before the end even
-    # on a loaded machine (400 steps sometimes ended first); few validations, as they cost most.
+    # The signal goes once step 10 is in the store: 1000 steps leave a margin for that poll on a
+    # loaded machine; few validations, as they cost most of a tiny run.
     steps = ["max_steps=1000", "val_every=200"]
     proc, run_id = start_training(tmp_path, *DDP, *steps)
     ranks = ranks_of(proc)

@@ -118,7 +118,7 @@ def test_interrupt_checkpoints_the_last_step_and_marks_the_run_killed(tmp_path, 
 def test_resume_refuses_another_config_then_continues_the_same_run_without_gaps_or_repeats(
     tmp_path,
 ):
-    # Long enough that SIGTERM, sent once step 10 is in the store, comes before the end on a
+    # SIGTERM goes once step 10 is in the store: 1000 steps leave a margin for that poll on a
     # loaded machine; few validations, as they cost most of a tiny run.
     steps = ["max_steps=1000", "val_every=200"]
     proc, run_id = start_training(tmp_path, *steps)
