@@ -4,10 +4,14 @@ the CLI run on them in a throw-away folder, and readers of the MLflow store they
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
+import select
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -173,17 +177,20 @@ def assert_no_barrier(study, runs: list, parent) -> None:
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs_pruned"] == "1"
 
 
-def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
-    """A long tiny-model training (or sweep) in a subprocess, once it is really training.
-    Returns the process and the id of its (first) run."""
+def start_training(
+    tmp_path, *overrides: str, multirun: bool = False, terminal: Terminal | None = None
+) -> tuple:
+    """A long tiny-model training (or sweep) in a subprocess, once it is really training (in
+    `terminal` if given, else with stderr piped). Returns the process and the id of its
+    (first) run."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
     Store(store, "lstm-mnist").prepare()  # so that polling it below never races its creation
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "src" / "train.py"), *(["-m"] if multirun else [])]
         + [*tiny_cli_args(tmp_path), "max_steps=100000", *overrides],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        **(terminal.streams() if terminal else streams),
         text=True,
         cwd=tmp_path,
         env=env,
@@ -196,7 +203,51 @@ def start_training(tmp_path, *overrides: str, multirun: bool = False) -> tuple:
             return proc, runs[0].info.run_id
         time.sleep(0.5)
     proc.kill()
-    pytest.fail("training did not start: " + proc.communicate()[1][-2000:])
+    said = terminal.text() if terminal else proc.communicate()[1]
+    pytest.fail("training did not start: " + said[-2000:])
+
+
+class Terminal:
+    """A pseudo-terminal for a command, as a terminal window or an SSH session gives one: the
+    command leads its own session and the terminal is its controlling one; `hang_up` closes
+    it, as closing the window or losing the connection does (the kernel sends the command
+    SIGHUP, and a write to the terminal fails from then on)."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        self.output = bytearray()
+        self.open = True
+        self.reader = threading.Thread(target=self.read, daemon=True)  # else it fills and blocks
+        self.reader.start()
+
+    def streams(self) -> dict:
+        return {
+            "stdin": self.slave,
+            "stdout": self.slave,
+            "stderr": self.slave,
+            # after start_new_session's setsid(): the terminal becomes the session's
+            "preexec_fn": lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        }
+
+    def read(self) -> None:
+        while self.open:
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    data = os.read(self.master, 1 << 16)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.output += data
+
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+    def hang_up(self) -> None:
+        os.close(self.slave)  # the command's copies are its own
+        self.open = False
+        self.reader.join()
+        os.close(self.master)
 
 
 EXPERIMENT = "lstm-mnist"

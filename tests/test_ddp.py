@@ -143,7 +143,9 @@ def ranks_of(proc) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name
+)
 def test_an_interrupted_ddp_run_is_one_killed_run_no_rank_left_and_resume_continues_it(
     tmp_path, signum
 ):
@@ -152,7 +154,8 @@ def test_an_interrupted_ddp_run_is_one_killed_run_no_rank_left_and_resume_contin
     steps = ["max_steps=1000", "val_every=200"]
     proc, run_id = start_training(tmp_path, *DDP, *steps)
     ranks = ranks_of(proc)
-    proc.send_signal(signum)  # to rank 0 only, as a terminal's Ctrl-C or a scheduler's SIGTERM
+    # to rank 0 only, as a terminal's Ctrl-C or hangup, or a scheduler's SIGTERM
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, stderr[-2000:]
     assert f"interrupted by {signal.Signals(signum).name}" in stderr

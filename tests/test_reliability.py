@@ -14,8 +14,17 @@ import psutil
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import ROOT, run_cli, runs_in, start_training, steps_of, tiny_cli_args
+from helpers import (
+    ROOT,
+    Terminal,
+    run_cli,
+    runs_in,
+    start_training,
+    steps_of,
+    tiny_cli_args,
+)
 
+from lstm_mnist.checkpoints import checkpoint_step
 from lstm_mnist.data import BatchedTensorDataset
 from lstm_mnist.interrupts import Interrupted
 from lstm_mnist.tracking import Store
@@ -141,6 +150,46 @@ def test_resume_refuses_another_config_then_continues_the_same_run_without_gaps_
     assert steps_of(store, run, "train_loss") == list(range(10, 1001, 10))
     assert steps_of(store, run, "val_acc") == list(range(200, 1001, 200))
     assert steps_of(store, run, "test_acc") == [1000]
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_checkpoints_the_run_and_resume_continues_it_unless_under_nohup(
+    tmp_path,
+):
+    steps = ["max_steps=1000", "val_every=200"]
+    terminal = Terminal()
+    proc, run_id = start_training(tmp_path, *steps, terminal=terminal)
+    terminal.hang_up()  # the window closed, the SSH session dropped: SIGHUP, then no terminal
+    assert proc.wait(timeout=60) == 129, terminal.text()[-2000:]
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    (run,) = runs_in(store)
+    assert run.info.status == "KILLED"
+    ckpt = max((tmp_path / "checkpoints" / run_id).glob("*.ckpt"), key=checkpoint_step)
+    assert checkpoint_step(ckpt) >= max(steps_of(store, run, "train_loss"))  # the last step's
+
+    # Resumed under nohup (SIGHUP ignored): a hangup now leaves it training to the end.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *tiny_cli_args(tmp_path), *steps]
+        + [f"resume={run_id}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    deadline = time.monotonic() + 60
+    while runs_in(store)[0].info.status != "RUNNING":  # reopened: its handlers are set
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    (run,) = runs_in(store)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert steps_of(store, run, "train_loss") == list(range(10, 1001, 10))  # each step once
+    assert steps_of(store, run, "val_acc") == list(range(200, 1001, 200))
 
 
 @pytest.mark.slow
@@ -307,10 +356,18 @@ def sigterm(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)  # as a scheduler or `kill` does: to the command only
 
 
+def hang_up(proc: subprocess.Popen) -> None:
+    # as a shell does when its terminal closes: to every process of the command; the sweep
+    # passes it on to its workers too, so each is sent it twice
+    os.killpg(proc.pid, signal.SIGHUP)
+
+
 @pytest.mark.slow
-# With SIGTERM, a third worker idles (loky starts n_jobs at once); with Ctrl-C it would die
-# of it, and loky would kill the others: a gap of loky's (interrupts.py).
-@pytest.mark.parametrize("interrupt, exit_code, n_jobs", [(sigterm, 143, 3), (ctrl_c, 130, 2)])
+# With SIGTERM, a third worker idles (loky starts n_jobs at once); with Ctrl-C or a hangup it
+# would die of it, and loky would kill the others: a gap of loky's (interrupts.py).
+@pytest.mark.parametrize(
+    "interrupt, exit_code, n_jobs", [(sigterm, 143, 3), (ctrl_c, 130, 2), (hang_up, 129, 2)]
+)
 def test_interrupted_parallel_sweep_stops_every_worker_and_leaves_nothing_running(
     tmp_path, interrupt, exit_code, n_jobs
 ):

@@ -19,7 +19,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from lstm_mnist.interrupts import Interrupted
+from lstm_mnist.interrupts import Interrupted, handled, noted
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class CheckpointOnInterrupt(pl.Callback):
-    """Ctrl-C, SIGTERM or SIGUSR2 during training: finish the current step, checkpoint it, then
-    stop by raising Interrupted. A second signal stops at once. Under DDP the ranks agree after
+    """Ctrl-C, SIGTERM, SIGHUP or SIGUSR2 during training: finish the current step, checkpoint
+    it, then stop by raising Interrupted. A second signal stops at once, but for a repeated
+    SIGHUP: a closing terminal sends it to the whole command and a sweep passes it on to its
+    workers too, and no one is there to ask for haste. Under DDP the ranks agree after
     every step on whether any was signalled (one tiny all-reduce), so that all checkpoint and
     stop at the same step: a signal to rank 0 alone stops the whole training."""
 
@@ -62,14 +64,17 @@ class CheckpointOnInterrupt(pl.Callback):
         self.saved = False
 
     def _note(self, signum: int, frame: object) -> None:
+        noted(signum)
         if self.signum is not None:
+            if signum == signal.SIGHUP:
+                return
             raise Interrupted(signum)
         self.signum = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning puts back the handlers it found when fit ends. SIGUSR2: submitit's warning
         # in a SLURM job that its time is nearly up (the job requeues itself once checkpointed).
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        for signum in (*handled(), signal.SIGUSR2):
             signal.signal(signum, self._note)
 
     def signalled(self, trainer: pl.Trainer, device: torch.device) -> int | None:
@@ -110,7 +115,7 @@ class CheckpointOnInterrupt(pl.Callback):
 def checkpoint_callbacks(dirpath: Path, every_n_steps: int) -> list[pl.Callback]:
     """A run's checkpoints, on every rank of a DDP training (saving is collective; rank 0
     writes): one every `every_n_steps` (the newest only: resume needs no other), one on
-    Ctrl-C/SIGTERM."""
+    Ctrl-C/SIGTERM/SIGHUP."""
     return [
         ModelCheckpoint(
             dirpath=dirpath,

@@ -1,17 +1,22 @@
-"""Ctrl-C and SIGTERM as an exception that stops a run without being its error, passed on to
-the worker processes of a parallel sweep.
+"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) as an exception that
+stops a run without being its error, passed on to the worker processes of a parallel sweep.
 
 A parallel sweep's workers are loky's (joblib's pool), and loky kills all its workers outright
 (SIGKILL) as soon as one exits. So no worker may exit before every one has ended its run: a
 worker takes interrupts only while it runs a job (interrupts_raised), stops itself once its run
 is ended (wait_for_the_sweep), and the sweep's process kills them all once all are done
 (stop_workers). One gap is loky's: a worker that has not run a job yet (n_jobs above the jobs
-left) dies of the terminal's Ctrl-C, and loky then kills the others; SIGTERM has no such gap."""
+left) dies of the terminal's Ctrl-C (or its hangup), and loky then kills the others; SIGTERM has no
+such gap.
+
+A command started with SIGHUP ignored (`nohup`) keeps it ignored: it trains on once its terminal
+is gone, as nohup's user asked."""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -22,13 +27,13 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     import psutil
 
-INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SWEEPER_PID = "LSTM_MNIST_SWEEPER_PID"  # set by a sweep's process for the workers it starts
 
 
 class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM. A BaseException, like KeyboardInterrupt: it stops the run but is not
-    the run's error, and Lightning passes it through instead of swallowing it."""
+    """Ctrl-C, SIGTERM or SIGHUP. A BaseException, like KeyboardInterrupt: it stops the run but
+    is not the run's error, and Lightning passes it through instead of swallowing it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -36,6 +41,7 @@ class Interrupted(BaseException):
 
 
 def raise_interrupted(signum: int, frame: object) -> None:
+    noted(signum)
     # A parallel sweep's workers first (their runs are then KILLED, not left RUNNING): once this
     # raises, the launcher may kill them outright.
     stop_workers(signum)
@@ -44,19 +50,52 @@ def raise_interrupted(signum: int, frame: object) -> None:
 
 @contextmanager
 def interrupts_raised() -> Iterator[None]:
-    """Within the block, Ctrl-C and SIGTERM raise Interrupted (training checkpoints first: see
-    checkpoints.CheckpointOnInterrupt)."""
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP raise Interrupted (training checkpoints
+    first: see checkpoints.CheckpointOnInterrupt)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only a process's main thread may set handlers; it has them already
         return
-    handlers = {signum: signal.signal(signum, raise_interrupted) for signum in INTERRUPTS}
+    handlers = {signum: signal.signal(signum, raise_interrupted) for signum in handled()}
     try:
         yield
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        if in_worker_process():  # idle now: the terminal's Ctrl-C must not end it
-            signal.signal(signal.SIGINT, lambda signum, frame: None)
+        if in_worker_process():  # idle now: the terminal's Ctrl-C or hangup must not end it
+            for signum in (signal.SIGINT, signal.SIGHUP):
+                if signum in handlers:
+                    signal.signal(signum, lambda signum, frame: None)
+
+
+def handled() -> list[int]:
+    """The interrupts this process stops on: all, but SIGHUP only if it was not started ignoring
+    it (under nohup)."""
+    return [
+        s for s in INTERRUPTS if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN
+    ]
+
+
+def noted(signum: int) -> None:
+    """Take note of an interrupt as it arrives: after SIGHUP the terminal may be gone, and a
+    write to it fails (EIO), so stdout and stderr, where they are a terminal, go to /dev/null
+    from then on (the run's outcome is in Hydra's log file and MLflow)."""
+    if signum != signal.SIGHUP:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if on_a_terminal(fd, null):
+            os.dup2(null, fd)
+    os.close(null)
+
+
+def on_a_terminal(fd: int, null: int) -> bool:
+    """Whether `fd` is a terminal, also one hung up (isatty then says no): a character device
+    other than /dev/null."""
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISCHR(found.st_mode) and found.st_rdev != os.fstat(null).st_rdev
 
 
 def in_worker_process() -> bool:
@@ -69,7 +108,8 @@ def stop_workers(signum: int, wait_s: float = 60) -> int:
     in one checkpoints and marks its run KILLED, as this process does: pass `signum` on to the
     workers running a job (those that handle SIGTERM: interrupts_raised), wait until each has
     stopped itself, then kill every worker, idle ones too. A Ctrl-C is not passed on: the
-    terminal has sent it to the workers already, and a second would stop them at once. After
+    terminal has sent it to the workers already, and a second would stop them at once (a
+    repeated SIGHUP does not: checkpoints.CheckpointOnInterrupt, so it is passed on). After
     `wait_s`, workers still running are killed too. Returns how many ran a job. Helpers that
     ignore `signum` (multiprocessing's resource tracker) end with this process: left alone."""
     import psutil

@@ -21,6 +21,7 @@ from lstm_mnist.tracking.names import DEFAULT_URI
 class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # an error, or a sweep with failed jobs
+    SIGHUP = 128 + signal.SIGHUP  # 129: stopped by a closed terminal (its hangup)
     SIGINT = 128 + signal.SIGINT  # 130: stopped by Ctrl-C
     SIGTERM = 128 + signal.SIGTERM  # 143: stopped by SIGTERM (a scheduler's)
 
