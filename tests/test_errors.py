@@ -4,14 +4,20 @@ what is allowed, and no run left that misleads."""
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import mlflow
 import optuna
 import pytest
 import pytorch_lightning as pl
-from helpers import run_cli, runs_in
+from helpers import ROOT, run_cli, runs_in
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from hydra_plugins.lstm_mnist_sweepers import Facade
 from lstm_mnist.data import BatchedTensorDataset
+from lstm_mnist.schema import SWEEPER_RULES, validate_sweeper
 from lstm_mnist.training import train
 
 
@@ -61,7 +67,17 @@ def test_train_itself_refuses_a_bad_value_for_callers_other_than_the_command(mak
         ),
         (
             ["hydra.sweeper.timeout_s=0"],
-            "error: hydra.sweeper.timeout_s=0: must be > 0 seconds (or null)",
+            "error: hydra.sweeper.timeout_s=0 is invalid: must be null or a finite number of"
+            " seconds > 0",
+        ),
+        (
+            ["hydra.sweeper.max_compute_s=abc"],
+            "error: hydra.sweeper.max_compute_s=abc is invalid: must be null or a finite number"
+            " of seconds > 0",
+        ),
+        (
+            ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=0"],
+            "error: hydra.sweeper.n_trials=0 is invalid: must be an integer >= 1",
         ),
     ],
 )
@@ -71,6 +87,119 @@ def test_a_sweep_that_cannot_run_as_asked_is_refused_in_one_line(tmp_path, overr
     assert proc.returncode == 1
     assert error_lines(proc)[-1].startswith(message), proc.stderr[-2000:]
     assert runs_in(f"sqlite:///{tmp_path}/mlflow.db", parents=True) == []  # no parent opened
+
+
+def sweeper_of(*overrides: str) -> Facade:
+    """The sweeper Hydra builds from hydra.sweeper for `overrides`, as it builds it."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    return instantiate(cfg.hydra.sweeper)
+
+
+GRID, OPTUNA = [], ["hydra/sweeper=optuna"]
+SECONDS = "null or a finite number of seconds > 0"
+
+
+@pytest.mark.parametrize(
+    "sweeper, override, message",
+    [
+        (GRID, "max_compute_s=abc", f"max_compute_s=abc is invalid: must be {SECONDS}"),
+        (GRID, "timeout_s=nan", f"timeout_s=nan is invalid: must be {SECONDS}"),
+        (GRID, "timeout_s=-1", f"timeout_s=-1 is invalid: must be {SECONDS}"),
+        (GRID, "max_batch_size=true", "max_batch_size=true is invalid: must be null or an integer"),
+        (GRID, "max_batch_size=0", "max_batch_size=0 is invalid: must be null or an integer >= 1"),
+        (GRID, "max_batch_size=1.5", "max_batch_size=1.5 is invalid: must be null or an integer"),
+        (GRID, "params=[lr]", "params=['lr'] is invalid: must be null or a mapping"),
+        (GRID, "name=[a]", "name=['a'] is invalid: must be null or a string"),
+        (OPTUNA, "n_trials=0", "n_trials=0 is invalid: must be an integer >= 1"),
+        (OPTUNA, "n_trials=abc", "n_trials=abc is invalid: must be an integer >= 1"),
+        (OPTUNA, "n_trials=false", "n_trials=false is invalid: must be an integer >= 1"),
+        (
+            OPTUNA,
+            "storage=optuna.db",
+            "storage=optuna.db is invalid: must be null or a database URL",
+        ),
+        (
+            OPTUNA,
+            "storage=grpc://localhost",
+            "storage=grpc://localhost is invalid: must be null or",
+        ),
+        (  # a mistyped URL's password is not printed
+            OPTUNA,
+            "storage='postgresql:/me:secret@db/optuna'",
+            "storage=postgresql:/me:***@db/optuna is invalid: must be null or a database URL",
+        ),
+        (OPTUNA, "asynchronous=yes", "asynchronous=yes is invalid: must be true or false"),
+        (OPTUNA, "asynchronous=1", "asynchronous=1 is invalid: must be true or false"),
+        (
+            OPTUNA,
+            "heartbeat_s=0",
+            "heartbeat_s=0 is invalid: must be a finite number of seconds > 0",
+        ),
+        (OPTUNA, "retries=-1", "retries=-1 is invalid: must be an integer >= 0"),
+        (OPTUNA, "retries=true", "retries=true is invalid: must be an integer >= 0"),
+        (OPTUNA, "enqueue=[0.1]", "enqueue=[0.1] is invalid: must be a list of mappings"),
+        (OPTUNA, "params=null", "params=null is invalid: must be a mapping"),
+        (OPTUNA, "max_compute_s=abc", f"max_compute_s=abc is invalid: must be {SECONDS}"),
+    ],
+)
+def test_a_wrong_sweeper_setting_is_refused_in_one_line_before_the_sweep_starts(
+    sweeper, override, message
+):
+    facade = sweeper_of(*sweeper, f"hydra.sweeper.{override}")
+    with pytest.raises(ValueError) as refused:  # before it needs Hydra's context: None here
+        facade.setup(hydra_context=None, task_function=None, config=None)
+    assert str(refused.value).startswith(f"hydra.sweeper.{message}")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [  # Hydra's composition refuses these as overrides (a list for a mapping): from Python
+        ({"trade_offs": ["num_params"]}, "trade_offs=['num_params'] is invalid: must be a mapping"),
+        ({"enqueue": {"lr": 0.1}}, "enqueue={'lr': 0.1} is invalid: must be a list of mappings"),
+        ({"enqueue": "lr=0.1"}, "enqueue=lr=0.1 is invalid: must be a list of mappings"),
+        ({"storage": 5432}, "storage=5432 is invalid: must be null or a database URL"),
+    ],
+)
+def test_a_wrong_optuna_setting_given_from_python_is_refused_in_one_line(settings, message):
+    good = sweeper_of(*OPTUNA).settings
+    with pytest.raises(ValueError) as refused:
+        validate_sweeper("optuna", {**good, **settings})
+    assert str(refused.value).startswith(f"hydra.sweeper.{message}")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        GRID,
+        ["hydra.sweeper.max_batch_size=2", "hydra.sweeper.timeout_s=1.5e3"],
+        ["hydra.sweeper.max_compute_s=600", "hydra.sweeper.name=wide"],
+        OPTUNA,
+        ["sweeps=optuna", "hydra.sweeper.enqueue=[{lr:1e-3,num_units:256}]"],
+        ["sweeps=pareto"],
+        [*OPTUNA, "hydra.sweeper.storage=sqlite:///optuna.db", "hydra.sweeper.retries=0"],
+        [*OPTUNA, "hydra.sweeper.storage='postgresql+psycopg2://me:pw@db:5432/optuna'"],
+        [*OPTUNA, "hydra.sweeper.storage=mysql+pymysql://me@db/optuna"],
+        [*OPTUNA, "hydra.sweeper.storage=grpc://localhost:13000", "hydra.sweeper.heartbeat_s=0.5"],
+        [*OPTUNA, "hydra.sweeper.asynchronous=false", "hydra.sweeper.timeout_s=null"],
+    ],
+)
+def test_the_sweepers_shipped_and_documented_settings_pass_the_check(overrides):
+    facade = sweeper_of(*overrides)
+    validate_sweeper(facade.kind, facade.settings)  # raises if a rule refused a good value
+    assert facade.kind in ("grid", "optuna")
+
+
+def test_every_sweeper_setting_has_a_rule():
+    from lstm_mnist.sweeping.grid import GridSweep
+    from lstm_mnist.sweeping.optuna.sweeper import OptunaSweep
+
+    objects = {"sampler", "pruner"}  # built by Hydra from their _target_: no type of ours
+    for kind, sweep in (("grid", GridSweep), ("optuna", OptunaSweep)):
+        taken = set(inspect.signature(sweep.__init__).parameters) - {"self"}
+        shipped = set(OmegaConf.load(ROOT / "conf" / "hydra" / "sweeper" / f"{kind}.yaml"))
+        assert set(SWEEPER_RULES[kind]) == taken - objects == shipped - objects - {"_target_"}
 
 
 @pytest.mark.slow

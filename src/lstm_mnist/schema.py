@@ -3,7 +3,8 @@ one place a config is checked.
 
 Importing this module registers the schema, so `num_layers=two` fails at composition time,
 before any run is recorded; `validate` checks every value with a closed set or range, for a run
-before it starts and for every job of a sweep before the first one starts (sweeping/loop.py).
+before it starts and for every job of a sweep before the first one starts (sweeping/loop.py);
+`validate_sweeper` checks the sweepers' settings (hydra.sweeper.*) before a sweep opens anything.
 It imports nothing heavy: `--help` and a typo answer at once.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from difflib import get_close_matches
 from typing import Any, Optional
@@ -107,12 +109,111 @@ RULES = {
 }
 
 
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # True is an int to Python, not here
+
+
+def is_seconds(v: Any) -> bool:
+    """A finite number > 0 (NaN compares false)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf
+
+
+def is_list_of_mappings(v: Any) -> bool:
+    return (
+        isinstance(v, Sequence)
+        and not isinstance(v, str)
+        and all(isinstance(e, Mapping) for e in v)
+    )
+
+
+# An Optuna storage: an SQLAlchemy URL (sqlite:///optuna.db, postgresql://user@host/db,
+# mysql+pymysql://...) or an Optuna gRPC storage proxy (grpc://HOST:PORT).
+DATABASE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+GRPC_URL = re.compile(r"grpc://[^\s:/]+:\d+/?")
+
+
+def is_storage(v: Any) -> bool:
+    if not isinstance(v, str) or DATABASE_URL.fullmatch(v) is None:
+        return False
+    return not v.startswith("grpc:") or GRPC_URL.fullmatch(v) is not None
+
+
+SECONDS_OR_NULL = (
+    lambda v: v is None or is_seconds(v),
+    "null or a finite number of seconds > 0",
+)
+# hydra.sweeper.<knob>: (check, what is allowed), for each sweeper's settings (conf/hydra/sweeper/);
+# the Optuna sampler and pruner are objects Hydra builds, and params' values are distributions
+BUDGET_RULES = {"timeout_s": SECONDS_OR_NULL, "max_compute_s": SECONDS_OR_NULL}
+NAME_RULE = (lambda v: v is None or isinstance(v, str), "null or a string")
+SWEEPER_RULES = {
+    "grid": {
+        "name": NAME_RULE,
+        "max_batch_size": (
+            lambda v: v is None or (is_int(v) and v >= 1),
+            "null or an integer >= 1",
+        ),
+        "params": (
+            lambda v: v is None or isinstance(v, Mapping),
+            "null or a mapping of key: values",
+        ),
+        **BUDGET_RULES,
+    },
+    "optuna": {
+        "name": NAME_RULE,
+        "n_trials": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "storage": (
+            lambda v: v is None or is_storage(v),
+            "null or a database URL, e.g. sqlite:///optuna.db, postgresql://USER@HOST/DB,"
+            " mysql://USER@HOST/DB or grpc://HOST:PORT",
+        ),
+        "trade_offs": (lambda v: isinstance(v, Mapping), "a mapping of metric: direction"),
+        "asynchronous": (lambda v: isinstance(v, bool), "true or false"),
+        "heartbeat_s": (is_seconds, "a finite number of seconds > 0"),
+        "retries": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+        "enqueue": (is_list_of_mappings, "a list of mappings of key: value"),
+        "params": (lambda v: isinstance(v, Mapping), "a mapping of key: distribution"),
+        **BUDGET_RULES,
+    },
+}
+PASSWORD = re.compile(r"([^/:@\s]+:)[^@/\s]+@")  # [scheme://]user:PASSWORD@host
+
+
+def shown(value: Any) -> str:
+    """A value as it is written in an override (true, null), with no password."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return PASSWORD.sub(r"\1***@", str(value))
+
+
+def check(
+    rules: Mapping[str, tuple[Callable[[Any], bool], str]],
+    value_of: Callable[[str], Any],
+    prefix: str = "",
+) -> None:
+    """Raise ValueError, in one line naming the key, its value and what is allowed, for the
+    first value (`value_of(key)`) that its rule refuses; a value of the wrong type is refused."""
+    for key, (ok, allowed) in rules.items():
+        value = value_of(key)
+        try:
+            good = bool(ok(value))
+        except TypeError:  # e.g. "abc" >= 1
+            good = False
+        if not good:
+            raise ValueError(f"{prefix}{key}={shown(value)} is invalid: must be {allowed}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ValueError, in one line naming the key, its value and what is allowed."""
-    for key, (ok, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key)
-        if not ok(value):
-            raise ValueError(f"{key}={value} is invalid: must be {allowed}")
+    check(RULES, lambda key: OmegaConf.select(cfg, key))
+
+
+def validate_sweeper(kind: str, settings: Mapping[str, Any]) -> None:
+    """The settings of this project's `kind` sweeper ("grid" or "optuna"), as Hydra hands them
+    to it (hydra.sweeper.*): the same one line as `validate`, before the sweep opens anything."""
+    check(SWEEPER_RULES[kind], settings.get, prefix="hydra.sweeper.")
 
 
 def composition_error(err: Exception) -> str:

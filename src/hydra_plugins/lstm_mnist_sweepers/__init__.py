@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 class Facade(Sweeper):
     """Hands everything to the sweeper `implementation()` returns, imported when called."""
 
+    kind = ""  # its settings' rules in lstm_mnist.schema.SWEEPER_RULES
+
     @staticmethod
     def implementation() -> type[Sweeper]:
         raise NotImplementedError
@@ -23,7 +25,11 @@ class Facade(Sweeper):
         self.settings = settings
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        # built here, not in __init__: Hydra would wrap a bad setting's error in its own
+        # checked and built here, not in __init__: Hydra would wrap a bad setting's error in its
+        # own; a wrong type or range is one line (ValueError), before the implementation's import
+        from lstm_mnist.schema import validate_sweeper
+
+        validate_sweeper(self.kind, self.settings)
         self.impl = self.implementation()(**self.settings)
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -34,6 +40,8 @@ class Facade(Sweeper):
 class GridSweeper(Facade):
     """Every combination of the swept values (conf/hydra/sweeper/grid.yaml)."""
 
+    kind = "grid"
+
     @staticmethod
     def implementation() -> type[Sweeper]:
         from lstm_mnist.sweeping.grid import GridSweep
@@ -43,6 +51,8 @@ class GridSweeper(Facade):
 
 class OptunaSweeper(Facade):
     """Optuna search with pruning (conf/hydra/sweeper/optuna.yaml)."""
+
+    kind = "optuna"
 
     @staticmethod
     def implementation() -> type[Sweeper]:

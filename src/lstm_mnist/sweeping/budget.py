@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lstm_mnist.schema import BUDGET_RULES, check
+
 if TYPE_CHECKING:
     from lstm_mnist.tracking import SweepRun
 
@@ -24,10 +26,7 @@ class Budget:
     max_compute_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "max_compute_s"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"hydra.sweeper.{name}={value}: must be > 0 seconds (or null)")
+        check(BUDGET_RULES, lambda name: getattr(self, name), prefix="hydra.sweeper.")
 
     def __bool__(self) -> bool:
         return self.timeout_s is not None or self.max_compute_s is not None
