@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -129,8 +130,10 @@ def check_the_sweeps_command(tmp_path: Path, store: str, experiment: str) -> Non
     assert closed.returncode == 0, closed.stderr
     lines = json.loads(closed.stdout)["summary"]
     assert lines[0] == "1 run(s) left RUNNING by jobs that died: marked KILLED"
-    assert lines[1].startswith("sweep num_layers=1,4: 0 of 1 jobs finished, 1 killed")
+    assert lines[1].startswith("sweep num_layers=1,4: 0 of 2 jobs finished, 1 killed, 1 never")
     assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(orphan).data.tags["jobs_unstarted"] == "1"
+    assert any(line.startswith("resume: python ") and "num_layers=1,4" in line for line in lines)
 
 
 @pytest.mark.slow
@@ -158,6 +161,55 @@ def test_a_compute_budget_leaves_the_rest_of_a_grid_unstarted(tmp_path):
     assert parent.info.status == "FINISHED"
     assert "1 of 3 jobs finished, 2 skipped; stopped by max_compute_s" in proc.stdout
     assert proc.stdout.count("not started: the sweep's budget hydra.sweeper.max_compute_s") == 2
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_command_died_before_its_last_job_is_closed_killed_and_its_command_resumes_it(
+    tmp_path,
+):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    Store(store, EXPERIMENT).prepare()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), "-m", *tiny_cli_args(tmp_path)]
+        + ["num_units=16,24,32"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len([r for r in runs_in(store) if r.info.status == "FINISHED"]) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # as the third job starts: it has a run or not yet
+    proc.wait()
+    first_two = {r.info.run_id for r in runs_in(store) if r.info.status == "FINISHED"}
+
+    closed = sweeps(store, "finish", "latest")
+    assert closed.returncode == 0, closed.stderr
+    (parent,) = runs_in(store, parents=True)
+    assert parent.info.status == "KILLED"  # not FINISHED: the third configuration did not run
+    third = "1 killed" if len(runs_in(store)) == 3 else "1 never started"
+    assert f"sweep num_units=16,24,32: 2 of 3 jobs finished, {third};" in closed.stdout
+    (resume,) = [line for line in closed.stdout.splitlines() if line.startswith("resume: ")]
+
+    again = resume.removeprefix("resume: ").split("   (")[0]
+    done = subprocess.run(
+        [sys.executable, *shlex.split(again)[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 of 3 jobs finished (2 of them before: not run again)" in done.stdout
+    finished = [r for r in runs_in(store) if r.info.status == "FINISHED"]
+    assert len(finished) == 3 and first_two < {r.info.run_id for r in finished}
+    assert sorted(r.data.params["num_units"] for r in finished) == ["16", "24", "32"]
+    (parent,) = runs_in(store, parents=True)
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs_unstarted"] == "0"
 
 
 def end_job(store: str, parent_run: str, sweep_dir: str, num: int, barrier, results) -> None:

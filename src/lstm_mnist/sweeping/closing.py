@@ -38,7 +38,8 @@ def summary(run: Run, parent: SweepRun, outcome: Outcome, done_before: int = 0) 
     they cost, the best configuration, where to look, what to run next."""
     name, space = run.data.tags.get(names.SWEEP_NAME, run.info.run_name), run.data.params
     counts = outcome.counts
-    states = "".join(f", {counts[s]} {s}" for s in (*JOB_STATES[1:], "skipped") if counts[s])
+    shown = {**{s: s for s in (*JOB_STATES[1:], "skipped")}, "unstarted": "never started"}
+    states = "".join(f", {counts[s]} {text}" for s, text in shown.items() if counts[s])
     before = f" ({done_before} of them before: not run again)" if done_before else ""
     total = sum(counts.values())
     lines = [f"sweep {name}: {counts['finished']} of {total} jobs finished{before}{states}"]
@@ -58,6 +59,10 @@ def summary(run: Run, parent: SweepRun, outcome: Outcome, done_before: int = 0) 
         shown = " ".join(config) or unnamed
         lines.append(f"best: {shown} {metric}={found} ({best})")
     lines.append(f"runs: {parent.store.where_to_look(parent.url())}")
+    if (counts["unstarted"] or counts["killed"]) and (
+        again := run.data.tags.get(names.SWEEP_COMMAND)
+    ):
+        lines.append(f"resume: {again}   (runs what did not finish; the rest is kept)")
     lines.append(f"next: {command('compare', parent.store, '--sweep', parent.run_id)}")
     return lines
 

@@ -16,8 +16,9 @@ from lstm_mnist.cluster import array_ids, in_queue
 from lstm_mnist.tracking import JOB_STATES, Store, SweepRecord, finished, job_state, names
 from lstm_mnist.tracking.compute import Compute, total
 from lstm_mnist.tracking.ranking import best_configuration
+from lstm_mnist.tracking.sweep_record import never_started
 
-COUNTED = ("finished", "running", "queued", *JOB_STATES[1:], "skipped")
+COUNTED = ("finished", "running", "queued", *JOB_STATES[1:], "skipped", "unstarted")
 
 
 @dataclass
@@ -65,11 +66,11 @@ def status_of(store: Store, run: Run, now: float | None = None) -> SweepStatus:
     for child in children:
         counts[job_state(child)] += 1
     running = run.info.status == "RUNNING"
-    planned = int(tags.get(names.JOBS_PLANNED, len(children)))
     if running:
-        counts["queued"] = max(0, planned - len(children))
+        counts["queued"] = never_started(tags, children)
     else:
-        counts["skipped"] = int(tags.get(names.jobs("skipped"), 0))
+        for state in ("skipped", "unstarted"):
+            counts[state] = int(tags.get(names.jobs(state), 0))
     state = run.info.status
     arrays = run.data.tags.get(names.SLURM_JOBS, "").split()
     if running and arrays and counts["running"] == 0 and not in_queue(arrays):
@@ -152,8 +153,9 @@ def list_table(sweeps: list[SweepStatus]) -> str:
     for s in sweeps:
         j = s.jobs
         jobs = f"{j['finished']}/{j['running']}/{j['queued']}/{j['failed']}/{j['pruned']}"
-        if j["killed"] or j["skipped"]:
-            jobs += f" (+{j['killed']} killed, {j['skipped']} skipped)"
+        if j["killed"] or j["skipped"] or j["unstarted"]:
+            jobs += f" (+{j['killed']} killed, {j['skipped']} skipped"
+            jobs += f", {j['unstarted']} never started)" if j["unstarted"] else ")"
         best = f"{s.objective.split()[0]}={s.best:.4f}" if s.best is not None else "-"
         rows.append([s.name, s.run_id, s.state, jobs, best, str(s.compute), s.started, s.where])
     return table(head, rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -72,6 +73,7 @@ class Plan:
     definition: dict[str, Any]  # stored with the parent as sweep.yaml
     space: dict[str, str]  # each swept knob and its values, the parent's params
     jobs: int  # how many jobs the sweep should run (an Optuna sweep: trials x replicates)
+    trials: int | None = None  # an Optuna sweep's n_trials
     trade_offs: tuple[Objective, ...] = ()  # a Pareto sweep's objectives after the first
 
 
@@ -140,7 +142,10 @@ class TrackedSweeper(Sweeper):
             names.JOBS_PLANNED: str(plan.jobs),
             names.MODEL_POLICY: f"{str(artifacts.model).lower()} {artifacts.keep_models}",
             names.DETACHED: str(detach).lower(),
+            names.SWEEP_COMMAND: sweep_command(self.config),
         }
+        if plan.trials:
+            facts[names.TRIALS_PLANNED] = str(plan.trials)
         if not detach:
             facts[names.DRIVER] = f"{socket.gethostname()} {os.getpid()}"
         parent = SweepRun.open(
@@ -253,6 +258,13 @@ def stop_running_jobs(signum: int, sweep_dir: Path, launcher: DictConfig) -> Non
     if stop_workers(signum):
         log.info("the sweep's worker processes have stopped")
     cancel_slurm_jobs(launcher, sweep_dir)
+
+
+def sweep_command(config: DictConfig) -> str:
+    """The command that runs this sweep, as it was given (run again, it resumes the sweep)."""
+    given = [o for o in config.hydra.overrides.hydra if o != "hydra.mode=MULTIRUN"]
+    given += list(config.hydra.overrides.task)
+    return shlex.join(["python", sys.argv[0], "-m", *given])
 
 
 def nesting(parent: SweepRun, job: Job) -> list[str]:

@@ -49,6 +49,8 @@ PARETO_SET = "pareto_set"  # its non-dominated configurations' runs, by run id
 MODELS_KEPT = "models_kept"  # with artifacts.model=best: "1 of 3" logged models kept
 MODEL_POLICY = "model_policy"  # artifacts.model and keep_models: "best 1", "true 1"
 JOBS_PLANNED = "jobs_planned"  # the jobs (an Optuna sweep: trials x replicates) it should run
+TRIALS_PLANNED = "trials_planned"  # an Optuna sweep's n_trials
+SWEEP_COMMAND = "sweep_command"  # the command that runs it, and runs again what did not finish
 DETACHED = "detached"  # "true": its jobs run on without the command that submitted them
 SLURM_JOBS = "slurm_jobs"  # the SLURM job (array) ids its jobs run as, space-separated
 DRIVER = "sweep_driver"  # "host pid": the process running an attached sweep

@@ -23,7 +23,13 @@ from lstm_mnist.tracking.names import Objective
 from lstm_mnist.tracking.ranking import best_configuration
 from lstm_mnist.tracking.status import end_run, reopen_run
 from lstm_mnist.tracking.store import Store
-from lstm_mnist.tracking.sweep_record import JOB_STATES, SweepRecord, finished, job_state
+from lstm_mnist.tracking.sweep_record import (
+    JOB_STATES,
+    SweepRecord,
+    finished,
+    job_state,
+    never_started,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +152,21 @@ class SweepRun(SweepRecord):
         metric charts), what they cost (metrics `compute_wall_s`, `compute_core_s`,
         `compute_gpu_s`) and the best finished child by the objective (metrics
         `best_<metric>`, `best_test_acc`), and end the run: KILLED if `sweeps stop` asked for
-        it, else FAILED if any job failed, unless `status` says otherwise."""
+        it or planned jobs never started (`jobs_unstarted`), else FAILED if any job failed,
+        unless `status` says otherwise."""
         if self._stop_heartbeat is not None:
             self._stop_heartbeat()
         client, children = self.store.client, self.children()
         tags = client.get_run(self.run_id).data.tags
         counts = Counter(job_state(r) for r in children)
         stopped_by = tags.get(names.STOPPED_BY)
+        unstarted = never_started(tags, children)
         if stopped_by is not None and stopped_by != "stop":
-            planned = int(tags.get(names.JOBS_PLANNED, 0))
-            counts["skipped"] = max(0, planned - len(children))
-        for state in (*JOB_STATES, "skipped"):
+            counts["skipped"] = unstarted  # as the budget asked
+        elif unstarted:  # its command died, or was stopped, before they started
+            counts["unstarted"] = unstarted
+            status = status or "KILLED"
+        for state in (*JOB_STATES, "skipped", "unstarted"):
             client.set_tag(self.run_id, names.jobs(state), str(counts[state]))
         used = compute.total(children)
         client.log_batch(self.run_id, metrics=metrics_now(used.as_metrics("compute_")))

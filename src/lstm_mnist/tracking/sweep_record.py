@@ -18,6 +18,17 @@ from lstm_mnist.tracking.store import Store, silent_s
 JOB_STATES = ("finished", "failed", "pruned", "killed")
 
 
+def never_started(tags: dict[str, str], children: list[Run]) -> int:
+    """How many of the jobs the sweep planned (its parent's tags) have no run: a grid's
+    configurations without one; an Optuna sweep's trials without one, each of its replicates
+    (a pruned trial may not have run all its seeds, and a trial tried again has runs of two)."""
+    planned = int(tags.get(names.JOBS_PLANNED, 0))
+    if trials := int(tags.get(names.TRIALS_PLANNED, 0)):
+        asked = {r.data.tags.get(names.OPTUNA_TRIAL) for r in children}
+        return max(0, trials - len(asked - {None})) * (planned // trials)
+    return max(0, planned - len({r.data.tags.get(names.CONFIG_HASH) for r in children}))
+
+
 def job_state(run: Run) -> str:
     """finished, pruned, failed, killed or running."""
     return "pruned" if names.PRUNED in run.data.tags else run.info.status.lower()

@@ -117,6 +117,7 @@ class OptunaSweep(TrackedSweeper):
             space=space,
             trade_offs=self.trade_offs,
             jobs=self.n_trials * base.replicates,
+            trials=self.n_trials,
         )
 
     def needs_driver(self) -> str | None:
