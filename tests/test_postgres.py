@@ -37,6 +37,8 @@ def test_optuna_sweep_with_its_study_in_postgres(mlflow_server, optuna_storage_u
     password = sqlalchemy.engine.make_url(optuna_storage_url).password
     for run in [parent, *jobs]:  # the storage's password is in no tag
         assert not any(password in value for value in run.data.tags.values())
+    storage_given = optuna_storage_url.replace(f":{password}@", ":***@")  # as a user wrote it
+    assert f"hydra.sweeper.storage={storage_given}" in parent.data.tags["sweep_command"]
     study = optuna.load_study(
         study_name=parent.data.tags["optuna_study"], storage=optuna_storage_url
     )

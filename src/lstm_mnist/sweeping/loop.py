@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lstm_mnist.cluster import array_ids, cancel_slurm_jobs, in_queue, is_slurm_launcher
 from lstm_mnist.display import one_line
 from lstm_mnist.interrupts import SWEEPER_PID, Interrupted, stop_workers
-from lstm_mnist.schema import validate
+from lstm_mnist.schema import shown, validate
 from lstm_mnist.sweeping.budget import Budget
 from lstm_mnist.sweeping.closing import command, finish_sweep
 from lstm_mnist.sweeping.detached import submit
@@ -261,10 +261,12 @@ def stop_running_jobs(signum: int, sweep_dir: Path, launcher: DictConfig) -> Non
 
 
 def sweep_command(config: DictConfig) -> str:
-    """The command that runs this sweep, as it was given (run again, it resumes the sweep)."""
+    """The command that runs this sweep, as it was given (run again, it resumes the sweep), with
+    any password in it masked: it is recorded on the parent run, which whoever reads the store
+    sees (`${oc.env:...}`, as the README writes a storage URL, keeps the command runnable)."""
     given = [o for o in config.hydra.overrides.hydra if o != "hydra.mode=MULTIRUN"]
     given += list(config.hydra.overrides.task)
-    return shlex.join(["python", sys.argv[0], "-m", *given])
+    return shlex.join(["python", sys.argv[0], "-m", *map(shown, given)])
 
 
 def nesting(parent: SweepRun, job: Job) -> list[str]:
