@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from lstm_mnist.tracking import Store, StoreError
 
-    store = Store(args.tracking_uri, args.experiment)
+    store = Store(args.tracking_uri, args.experiment, option="--tracking-uri")
+    try:  # else, in a wrong store, every checkpoint would be "not in the store" and go
+        store.check(experiment=True)
+    except StoreError as err:
+        fail(err)
     client = store.client
     folders = (
         sorted(p for p in args.ckpt_dir.glob("*") if p.is_dir()) if args.ckpt_dir.is_dir() else []

@@ -35,12 +35,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quiet()
 
+    from lstm_mnist.tracking import Store, StoreError
+
+    store = Store(args.tracking_uri, args.experiment, option="--tracking-uri")
+    try:  # before matplotlib's import: a wrong store answers at once
+        store.check(experiment=True)
+    except StoreError as err:
+        fail(err)
+
     import matplotlib.pyplot as plt
 
     from lstm_mnist import comparison, pareto
-    from lstm_mnist.tracking import Store, SweepRecord
+    from lstm_mnist.tracking import SweepRecord
 
-    store = Store(args.tracking_uri, args.experiment)
     try:
         parent = SweepRecord.find(store, args.sweep)
     except ValueError as err:

@@ -33,13 +33,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give image files to classify, or --register NAME")
     quiet()
 
+    from lstm_mnist.tracking import Store, StoreError
+
+    store = Store(args.tracking_uri, args.experiment, option="--tracking-uri")
+    try:  # before torch's import (seconds): a wrong store answers at once
+        store.check(experiment=True)
+    except StoreError as err:
+        fail(err)
+
     import mlflow
     import torch
 
     from lstm_mnist.digits import load_grey, to_mnist
-    from lstm_mnist.tracking import Objective, Store, SweepRecord
+    from lstm_mnist.tracking import Objective, SweepRecord
 
-    store = Store(args.tracking_uri, args.experiment)
     try:
         if args.run != "best":
             logged = store.model_of(args.run)

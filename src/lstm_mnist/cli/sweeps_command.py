@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quiet()
 
-    from lstm_mnist.tracking import Store
+    from lstm_mnist.tracking import Store, StoreError
 
-    store = Store(args.tracking_uri, args.experiment)
+    store = Store(args.tracking_uri, args.experiment, option="--tracking-uri")
     try:
+        store.check(experiment=True)
         result = ACTION[args.action](store, args)
-    except ValueError as err:
+    except (ValueError, StoreError) as err:
         fail(err)
     if args.json:
         print(json.dumps(result["json"], indent=1))

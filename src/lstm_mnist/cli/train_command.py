@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -89,13 +89,26 @@ def task(cfg: DictConfig) -> dict[str, Any]:
 
 
 def refuse_bad_values(cfg: DictConfig) -> None:
-    """Exit FAILED on a value no run can use before torch, Lightning and MLflow are imported
-    (about 9 s here): train() makes the same check for a caller that is not this command."""
+    """Exit FAILED on a value no run can use, or a store it cannot use (Store.check: a tracking
+    or database server that does not answer, or is not MLflow's), before torch and Lightning are
+    imported (about 9 s here): train() and the store's prepare() make the same checks for a
+    caller that is not this command."""
     try:
-        validate(cfg)
+        validate(cfg)  # before MLflow's import too: a wrong value answers in about 3 s
     except ValueError as err:
-        outcome.getChild("error").error(f"error: {type(err).__name__}: {one_line(err)}")
-        fail(err)
+        refuse(err)
+    from lstm_mnist.tracking.store import Store, StoreError
+
+    try:
+        Store.of(cfg).check()
+    except StoreError as err:
+        refuse(err)
+
+
+def refuse(err: Exception) -> NoReturn:
+    """Exit FAILED, in one line, before any run is recorded."""
+    outcome.getChild("error").error(f"error: {type(err).__name__}: {one_line(err)}")
+    fail(err)
 
 
 def not_started(job: JobContext) -> bool:
