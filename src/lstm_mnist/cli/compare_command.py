@@ -9,6 +9,9 @@ every run, or each configuration's mean and band), params.png (its final value a
 swept knob), for an Optuna sweep param_importance.png (Optuna's PED-ANOVA, or fANOVA with
 --importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_front.png
 to --out, and logs them to the sweep's parent run under compare/.
+
+python src/compare.py --csv > runs.csv      # the results as data instead: no tables, no plots
+python src/compare.py --json -o sweep.json
 """
 
 from __future__ import annotations
@@ -16,12 +19,40 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lstm_mnist.cli import add_store_options, add_sweep_option, fail, quiet
 
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from lstm_mnist.tracking import SweepRecord
+
+# What --csv and --json write, for the --help page (export.py builds it; kept here as text so
+# that --help imports nothing heavy).
+COLUMNS = """\
+--csv / --json: the sweep's results as data instead of tables and plots (nothing else on stdout;
+-o FILE to write a file). Metrics unrounded as MLflow holds them, params as its strings; what a
+run lacks (or a NaN) is an empty cell / null. Columns, in this order:
+  runs, best first as the table: run_id, run_name, status (finished, pruned, failed, killed,
+    running), each swept knob (by its param key, sorted), seed, objective_metric (its name),
+    objective (its value), val_acc, test_acc, a Pareto sweep's trade-off metrics, duration_s
+    (end - start; empty while running), wall_s, core_s, gpu_s (the compute the run recorded),
+    pruned_step (the step a pruned run stopped at)
+  configurations, with replicates, best mean first (--csv --configurations): each swept knob but
+    seed, n (finished seeds), objective_metric, objective_mean, objective_std, objective_ci_low,
+    objective_ci_high (95% CI of the mean, Student's t), test_acc_mean, test_acc_std
+  --json: {"sweep": {run_id, run_name, status, objective, trade_offs}, "runs": [...],
+    "configurations": [...]} (configurations is [] without replicates)
+"""
+
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=COLUMNS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_store_options(parser)
     add_sweep_option(parser, default="latest")
     parser.add_argument("--storage", help="Optuna storage URL, if not beside a SQLite store")
@@ -32,7 +63,25 @@ def main(argv: list[str] | None = None) -> None:
         default="ped-anova",
         help="Optuna's importance evaluator for an Optuna sweep (default: ped-anova, Optuna 5's)",
     )
+    parser.add_argument("--csv", action="store_true", help="print one row per run as CSV")
+    parser.add_argument(
+        "--json", action="store_true", help="print the sweep, its runs and configurations as JSON"
+    )
+    parser.add_argument(
+        "--configurations",
+        action="store_true",
+        help="with --csv: one row per configuration of a sweep with replicates, not per run",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="with --csv or --json: write to this file, not stdout"
+    )
     args = parser.parse_args(argv)
+    if args.csv and args.json:
+        fail("--csv or --json, not both")
+    if args.configurations and not args.csv:
+        fail("--configurations goes with --csv (--json holds both the runs and configurations)")
+    if args.output and not (args.csv or args.json):
+        fail("-o/--output goes with --csv or --json")
     quiet()
 
     from lstm_mnist.tracking import Store, StoreError
@@ -56,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = comparison.ranked(sweep.objective, sweep.children())
     if not runs:
         fail(f"sweep {parent.info.run_id} has no runs yet")
+    if args.csv or args.json:
+        export_results(args, sweep, parent, runs)
+        return
     swept = comparison.swept_params(runs)
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}): {len(runs)} runs")
     print(comparison.table(runs, swept, tuple(t.metric for t in sweep.trade_offs)))
@@ -91,3 +143,32 @@ def main(argv: list[str] | None = None) -> None:
         store.client.log_artifact(parent.info.run_id, str(out / name), "compare")
         plt.close(fig)
     print(f"plots: {', '.join(str(out / n) for n in figures)} (also in the parent run)")
+
+
+def export_results(
+    args: argparse.Namespace, sweep: SweepRecord, parent: Run, runs: list[Run]
+) -> None:
+    """--csv or --json: the records only, to stdout or -o FILE; no tables, no plots."""
+    from lstm_mnist import export
+
+    if args.json:
+        text = export.to_json(export.document(sweep, parent, runs))
+    else:
+        records = (
+            export.configuration_records(sweep, runs)
+            if args.configurations
+            else export.run_records(sweep, runs)
+        )
+        if not records:
+            fail(
+                f"sweep {parent.info.run_id} has no configuration with two finished seeds or"
+                " more; --configurations needs a sweep with replicates=N"
+            )
+        text = export.to_csv(records)
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        args.output.write_text(text)
+    except OSError as err:
+        fail(f"-o {args.output}: {err.strerror or err}")
