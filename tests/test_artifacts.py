@@ -16,7 +16,7 @@ from helpers import ROOT
 from PIL import Image
 
 from lstm_mnist.data import DEFAULT_DIRS, FILES, read_idx
-from lstm_mnist.digits import to_mnist
+from lstm_mnist.digits import load_grey, to_mnist
 from lstm_mnist.tracking import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -151,6 +151,90 @@ def test_register_the_best_model_and_load_it_by_name(short_run, test_digits):
     with torch.no_grad():
         expected = mlflow.pytorch.load_model(logged, map_location="cpu")(images[:8].float() / 255)
         assert torch.equal(by_name(images[:8].float() / 255), expected)
+
+
+def predict(store: str, *args: str) -> subprocess.CompletedProcess:
+    """predict.py with `args` against `store`, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "predict.py"), *args, "--tracking-uri", store],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow  # three commands of ~10 s each
+def test_an_alias_set_by_register_loads_and_moves(short_run, test_digits, tmp_path):
+    result, store = short_run
+    name = "aliased"  # not test_register's: each test finds its own versions
+    proc = predict(store, "--register", name, "--alias", "champion", "--alias", "staging")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == (
+        f"registered as models:/{name}/1 (aliases: models:/{name}@champion, models:/{name}@staging)"
+    )
+
+    # models:/NAME@ALIAS in Python: the model the run logged.
+    mlflow.set_tracking_uri(store)
+    by_alias = mlflow.pytorch.load_model(f"models:/{name}@champion", map_location="cpu")
+    images, _ = test_digits
+    logged = Store(store, "lstm-mnist").model_of(result["run_id"]).model_uri
+    with torch.no_grad():
+        expected = mlflow.pytorch.load_model(logged, map_location="cpu")(images[:8].float() / 255)
+        assert torch.equal(by_alias(images[:8].float() / 255), expected)
+
+    # ... and through predict.py --model, on digit pictures: that model's answers.
+    files = []
+    for i in range(5):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(images[i].numpy()).save(files[-1])
+    proc = predict(store, *files, "--model", f"models:/{name}@champion")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"models:/{name}@champion (version 1, of run {result['run_id']})" in proc.stderr
+    with torch.no_grad():
+        digits = [int(by_alias(to_mnist(load_grey(f)).unsqueeze(0))[0].argmax()) for f in files]
+    answers = [line.rsplit(": ", 1)[1].split()[0] for line in proc.stdout.splitlines()]
+    assert answers == [str(d) for d in digits]
+
+    # A second registration with the same alias moves it to the new version; the other stays.
+    proc = predict(store, "--register", name, "--alias", "champion")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == (
+        f"registered as models:/{name}/2 (aliases: models:/{name}@champion)"
+    )
+    client = mlflow.MlflowClient(store)  # (a SQLite store gives versions as int here, str there)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "staging").version) == "1"
+
+
+@pytest.mark.slow  # four commands, ~3 s each (their imports)
+def test_a_bad_alias_or_a_model_not_in_the_registry_is_one_line(short_run):
+    result, store = short_run
+    name = "errors"
+    mlflow.set_tracking_uri(store)
+    logged = Store(store, "lstm-mnist").model_of(result["run_id"]).model_uri
+    mlflow.register_model(logged, name)
+    mlflow.MlflowClient(store).set_registered_model_alias(name, "champion", "1")
+    expected = {
+        ("--register", name, "--alias", "v2"): "error: --alias v2: reserved by MLflow; an alias"
+        " is 1 to 255 letters, digits, '_' or '-', and not 'latest' or v<number>",
+        ("digit.png", "--model", f"models:/{name}@prod"): f"error: --model models:/{name}@prod:"
+        f" model '{name}' has no alias 'prod'; its aliases: champion (version 1);"
+        " its versions: 1",
+        ("digit.png", "--model", f"models:/{name}/7"): f"error: --model models:/{name}/7:"
+        f" model '{name}' has no version 7; its versions: 1",
+        ("digit.png", "--model", "models:/nosuch@champion"): "error: --model"
+        f" models:/nosuch@champion: no registered model 'nosuch' in {store}; registered models:",
+    }
+    for args, line in expected.items():
+        proc = predict(store, *args)
+        assert proc.returncode == 1, (args, proc.stderr[-2000:])
+        assert len(proc.stderr.splitlines()) == 1, (args, proc.stderr[-2000:])
+        assert proc.stderr.startswith(line), (args, proc.stderr)
+        assert proc.stdout == ""
+    client = mlflow.MlflowClient(store)
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    aliases = client.get_registered_model(name).aliases
+    assert {a: str(v) for a, v in aliases.items()} == {"champion": "1"}  # the bad alias: none
 
 
 def free_port() -> int:
