@@ -11,6 +11,8 @@
 - parent.py: a sweep's parent run as its sweeper writes it (SweepRun), which the jobs' runs (or
   its configurations' runs) are nested under, with its best configuration and Pareto set;
 - ranking.py: runs grouped by configuration and ranked (by mean, or Pareto dominance);
+- registry.py: MLflow's model registry as predict.py uses it: alias rules, models:/ URIs checked
+  before loading, registering;
 - system.py: MLflow's system metrics, of the run's own GPU.
 
 The names below are this package's door. They are imported when first used, so that importing
