@@ -3,12 +3,19 @@ and (tests/services.py) PostgreSQL, an mlflow server and SLURM."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 from helpers import compose_tiny
 
 pytest_plugins = ["services"]  # PostgreSQL, mlflow server, SLURM: session fixtures
+
+# The commands the tests start meet a hangup as they would from a terminal, however pytest was
+# started: under `nohup pytest` they would inherit SIGHUP ignored, keep it ignored (as nohup
+# asks) and the hangup tests would wait on a sweep that trains on. The nohup test ignores it
+# for its own command.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from helpers import ROOT
 
 from lstm_mnist.tracking import Store
-from lstm_mnist.tracking.store import API_TIMEOUT_S, short_requests
+from lstm_mnist.tracking.store_check import API_TIMEOUT_S, short_requests
 
 pytestmark = pytest.mark.slow  # ~2 s a command (its imports), a dozen of them
 

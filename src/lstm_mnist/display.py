@@ -1,8 +1,17 @@
-"""How errors and tables are shown to a person: an error as one line, rows as aligned columns."""
+"""How errors and tables are shown to a person: an error as one line, a URL without its
+password, rows as aligned columns."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+PASSWORD = re.compile(r"([^/:@\s]+:)[^@/\s]+@")  # [scheme://]user:PASSWORD@host
+
+
+def masked(text: str) -> str:
+    """`text` with the password of any URL in it (user:PASSWORD@host) shown as ***."""
+    return PASSWORD.sub(r"\1***@", text)
 
 
 def one_line(err: BaseException | str) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from lstm_mnist.display import masked
 from lstm_mnist.resources import SWEEPS_PARENT
 from lstm_mnist.tracking.names import DIRECTIONS, METRICS
 from lstm_mnist.world import ACCELERATORS, DEVICES_ALLOWED, PRECISIONS, STRATEGIES, devices_ok
@@ -176,7 +177,6 @@ SWEEPER_RULES = {
         **BUDGET_RULES,
     },
 }
-PASSWORD = re.compile(r"([^/:@\s]+:)[^@/\s]+@")  # [scheme://]user:PASSWORD@host
 
 
 def shown(value: Any) -> str:
@@ -185,7 +185,7 @@ def shown(value: Any) -> str:
         return str(value).lower()
     if value is None:
         return "null"
-    return PASSWORD.sub(r"\1***@", str(value))
+    return masked(str(value))
 
 
 def check(

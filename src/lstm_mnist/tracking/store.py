@@ -3,40 +3,26 @@ storage beside it and the command that opens its UI."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import requests
 from filelock import FileLock
-from mlflow.entities import Experiment, LoggedModel, Run
-from mlflow.environment_variables import (
-    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
-    MLFLOW_HTTP_REQUEST_TIMEOUT,
-)
+from mlflow.entities import LoggedModel, Run
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from lstm_mnist.display import one_line
+from lstm_mnist.display import masked, one_line
 from lstm_mnist.tracking import names
 from lstm_mnist.tracking.names import Objective
 
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 SERVERS = ("http://", "https://")
 DATABASES = ("postgresql", "mysql", "mssql")  # the other SQLAlchemy stores MLflow knows
-# What the check of a store waits for (MLflow's own defaults, for the work after it: 7 retries
-# over about 4 minutes, 120 s a request): seconds for /health, for its MLflow API call (no
-# retry), for a database server's connection.
-HEALTH_TIMEOUT_S = 3
-API_TIMEOUT_S = 4
-CONNECT_TIMEOUT_S = 4
 
 
 class StoreError(RuntimeError):
@@ -109,128 +95,14 @@ class Store:
     @property
     def shown_uri(self) -> str:
         """The URI with its password, if any, masked: for messages."""
-        return re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1***@", self.uri)
+        return masked(self.uri)
 
     def check(self, experiment: bool = False) -> None:
-        """Raise StoreError, in one line and within seconds, unless the store can be used: a
-        tracking server answers and is an MLflow tracking server, a database server answers;
-        with `experiment` (the commands that read the store), the experiment is there too.
+        """Raise StoreError, in one line and within seconds, unless the store can be used (see
+        store_check.check): every command makes it before its work, prepare() for the others."""
+        from lstm_mnist.tracking.store_check import check
 
-        The one check every command makes before its work, and prepare() for the others. Its
-        MLflow calls are made with MLflow's retries off and a short timeout (short_requests);
-        the work after it has MLflow's own, so that a slow but healthy server still works."""
-        found, there = None, []
-        if self.uri.startswith(SERVERS):
-            self.check_server()
-            with short_requests():
-                found, there = self._look_up(experiment)
-        elif self.database is not None:
-            self.check_database()
-            if experiment:
-                found, there = self._look_up(experiment)
-        elif experiment:
-            if (db := self.sqlite_file) is not None and not db.is_file():
-                raise StoreError(
-                    f"{self.option}={self.uri}: no MLflow store there ({db.resolve()} does not"
-                    f" exist); run the command where you trained, or point {self.option} at"
-                    " your store"
-                )
-            found, there = self._look_up(experiment)
-        if experiment and found is None:
-            names_there = ", ".join(repr(name) for name in there) or "none"
-            raise StoreError(
-                f"--experiment {self.experiment_name}: no such experiment in {self.shown_uri}"
-                f" (experiments there: {names_there}); pass --experiment with one of those, or"
-                f" point {self.option} at the store you trained into"
-            )
-
-    def _look_up(self, listing: bool) -> tuple[Experiment | None, list[str]]:
-        """The experiment (None if it is not there) and, with `listing` when it is not, the
-        names of those that are: for a tracking server, cheap calls of MLflow's API, which prove
-        it is MLflow's. Any answer that is not MLflow's is a StoreError."""
-        try:
-            found = self.client.get_experiment_by_name(self.experiment_name)
-            if found is not None and found.name != self.experiment_name:
-                raise StoreError(
-                    f"{self.uri} is not an MLflow tracking server (it answers MLflow's API, but"
-                    f" not as MLflow does); point MLFLOW_TRACKING_URI / {self.option} at the"
-                    " address `mlflow server` serves"
-                )
-            if found is not None or not listing:
-                return found, []
-            return None, [e.name for e in self.client.search_experiments(max_results=20)]
-        except (MlflowException, SQLAlchemyError) as err:
-            raise StoreError(self._unusable(err)) from None
-
-    def _unusable(self, err: Exception) -> str:
-        """Why the store cannot be used, as MLflow's client said it."""
-        if not self.uri.startswith(SERVERS):
-            where = self.sqlite_file or self.shown_uri
-            return (
-                f"{self.option}={self.shown_uri}: {where} is not a usable MLflow store"
-                f" ({one_line(err)[:200]}); point {self.option} at another store"
-            )
-        if isinstance(err.__context__, requests.Timeout) or "timed out" in str(err).lower():
-            return (
-                f"MLflow tracking server {self.uri} answers its health check but not its API"
-                f" within {API_TIMEOUT_S} s; try again when it is less busy, or point"
-                f" MLFLOW_TRACKING_URI / {self.option} at a store that works"
-            )
-        reason = one_line(err).replace(f"API request to {self.uri.rstrip('/')}", "")[:160]
-        return (
-            f"{self.uri} is not an MLflow tracking server (its API: {reason}); point"
-            f" MLFLOW_TRACKING_URI / {self.option} at the address `mlflow server` serves"
-        )
-
-    def check_server(self, timeout: float = HEALTH_TIMEOUT_S) -> None:
-        """Raise StoreError, in one line, unless the tracking server answers its health check."""
-        try:
-            answer = requests.get(f"{self.uri.rstrip('/')}/health", timeout=timeout)
-        except requests.RequestException as err:
-            raise StoreError(
-                f"MLflow tracking server {self.uri} does not answer ({type(err).__name__}); "
-                f"start it, or point MLFLOW_TRACKING_URI / {self.option} at a store that works"
-            ) from None
-        if answer.status_code != 200:
-            raise StoreError(
-                f"{self.uri} is not an MLflow tracking server (GET /health answered"
-                f" {answer.status_code} {answer.reason}); point MLFLOW_TRACKING_URI /"
-                f" {self.option} at the address `mlflow server` serves"
-            )
-
-    def check_database(self, timeout: int = CONNECT_TIMEOUT_S) -> None:
-        """Raise StoreError, in one line, unless the database server of a database store answers
-        (MLflow itself retries a connection for minutes), with its driver installed."""
-        from sqlalchemy import create_engine
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.pool import NullPool
-
-        quick = {"connect_timeout": timeout} if self.database in ("postgresql", "mysql") else {}
-        try:
-            engine = create_engine(make_url(self.uri), poolclass=NullPool, connect_args=quick)
-        except ImportError as err:  # its driver (SQLAlchemy 2.1: postgresql:// is psycopg 3)
-            hint = (
-                "write postgresql+psycopg2:// (pip install -e '.[postgres]' installs psycopg2)"
-                if self.database == "postgresql"
-                else f"name an installed one ({self.database}+<driver>://)"
-            )
-            raise StoreError(
-                f"{self.option}={self.shown_uri}: its database driver {err.name} is not"
-                f" installed; install it, or {hint}"
-            ) from None
-        except SQLAlchemyError as err:
-            raise StoreError(f"{self.option}={self.shown_uri}: {one_line(err)[:200]}") from None
-        try:
-            with engine.connect():
-                pass
-        except SQLAlchemyError as err:
-            reason = one_line(getattr(err, "orig", None) or err)[:200]
-            raise StoreError(
-                f"the database server of {self.shown_uri} does not answer ({reason}); start it,"
-                f" or point MLFLOW_TRACKING_URI / {self.option} at a store that works"
-            ) from None
-        finally:
-            engine.dispose()
+        check(self, experiment)
 
     def optuna_storage(self) -> str:
         """The default study storage: optuna.db beside a SQLite store; a PostgreSQL store's own
@@ -334,25 +206,6 @@ class Store:
             if (silent := silent_s(run, now)) > stale_after_s:
                 stale[run.info.run_id] = silent
         return stale
-
-
-@contextmanager
-def short_requests() -> Iterator[None]:
-    """MLflow's HTTP requests in the block: no retry, API_TIMEOUT_S each. MLflow reads these
-    settings at every request (mlflow/utils/rest_utils.py: http_request), so they hold for the
-    block only; what was set before (by the user too) is put back after it."""
-    short = {MLFLOW_HTTP_REQUEST_MAX_RETRIES: 0, MLFLOW_HTTP_REQUEST_TIMEOUT: API_TIMEOUT_S}
-    saved = {setting: setting.get_raw() for setting in short}
-    for setting, value in short.items():
-        setting.set(value)
-    try:
-        yield
-    finally:
-        for setting, value in saved.items():
-            if value is None:
-                setting.unset()
-            else:
-                setting.set(value)
 
 
 def silent_s(run: Run, now: float) -> float:
