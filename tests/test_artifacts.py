@@ -232,7 +232,7 @@ def test_a_bad_alias_or_a_model_not_in_the_registry_is_one_line(short_run):
         assert proc.stderr.startswith(line), (args, proc.stderr)
         assert proc.stdout == ""
     client = mlflow.MlflowClient(store)
-    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
     aliases = client.get_registered_model(name).aliases
     assert {a: str(v) for a, v in aliases.items()} == {"champion": "1"}  # the bad alias: none
 

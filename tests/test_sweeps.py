@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
+import markupsafe
 import mlflow
 import optuna
 import pytest
@@ -21,6 +23,11 @@ from lstm_mnist.cli import compare_command
 from lstm_mnist.tracking import Objective, Store
 
 pytestmark = pytest.mark.slow
+
+
+def html_text(text: str) -> str:
+    """`text` as the report's template (Jinja2, autoescaped) writes it."""
+    return str(markupsafe.escape(text))
 
 
 def sweep_args(tmp_path, *drop: str) -> list[str]:
@@ -53,7 +60,7 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
     assert not any(key.startswith("jobs_") for key in parent.data.metrics)  # tags, not charts
 
     # The sweep ends with its answer, where to see it and what to run next.
-    summary = proc.stdout.splitlines()[-4:]
+    summary = proc.stdout.splitlines()[-5:]
     # What it cost: each run's wall time x its cores, summed on the parent and in the summary.
     for run in runs:
         wall, threads = run.data.metrics["wall_s"], int(run.data.tags["torch_threads"])
@@ -72,11 +79,25 @@ def test_layers_sweep_nests_its_runs_under_one_parent_and_resumes(tmp_path):
         f"runs: http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning"
         f"  (start the UI first: mlflow ui --backend-store-uri {store})"
     )
+    report = Path(parent.data.tags["sweep_id"]) / "report.html"
+    assert summary[3] == f"report: {report} (and report.html in the parent run)"
     compare_py = ROOT / "src" / "compare.py"
     assert (
-        summary[3]
+        summary[4]
         == f"next: python {compare_py} --sweep {parent.info.run_id} --tracking-uri {store}"
     )
+    # The report a colleague can open: one file, the same as the parent's artifact, holding the
+    # command, the summary, every run's numbers and the plots themselves.
+    page = report.read_text()
+    assert page == open(client.download_artifacts(parent.info.run_id, "report.html")).read()
+    assert html_text(parent.data.tags["sweep_command"]) in page and "sweeps=layers" in page
+    assert html_text(summary[0]) in page and html_text(summary[1]) in page
+    for run in runs:
+        row = f'<td class="text">{run.info.run_id}</td><td class="text">finished</td>'
+        assert row + f"<td>{run.data.metrics['val_acc']:.4f}</td>" in page
+        assert f"<td>{run.data.metrics['test_acc']:.4f}</td>" in page
+    assert page.count('src="data:image/png;base64,') == 2  # curves and num_layers, embedded
+    assert f"<td>{parent.data.metrics['compute_core_s']:.1f}</td>" in page
 
     again = run_sweep(tmp_path, "sweeps=layers", drop=("num_layers",))
     assert again.returncode == 0, again.stderr[-3000:]
@@ -450,12 +471,29 @@ def test_pareto_sweep_records_its_front(tmp_path, capsys):
     members = json.load(open(client.download_artifacts(parent.info.run_id, "pareto_set.json")))
     assert {run_id for m in members for run_id in m["runs"]} == front
 
-    compare_command.main(["--tracking-uri", store, "--out", str(tmp_path / "compare")])
+    # the report on demand, made anew: the sweep's own plus the Pareto set and its front
+    out = tmp_path / "compare"
+    capsys.readouterr()
+    compare_command.main(["--tracking-uri", store, "--out", str(out), "--report"])
     printed = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(printed) if line.startswith("Pareto set"))
     assert printed[start + 1].split()[-3:] == ["val_acc", "num_params", "latency_ms"]
     assert len(printed[start + 2 :]) >= len(front)
-    assert (tmp_path / "compare" / "pareto_front.png").stat().st_size > 10_000
+    assert (out / "pareto_front.png").stat().st_size > 10_000
+    report = Path(parent.data.tags["sweep_id"]) / "report.html"
+    written = f"{out / 'report.html'}, {report}"
+    assert printed[-1] == f"report: {written} (and report.html in the parent run)"
+    page = (out / "report.html").read_text()
+    assert page == report.read_text()
+    assert page == open(client.download_artifacts(parent.info.run_id, "report.html")).read()
+    assert "<h2>Pareto set</h2>" in page and html_text(parent.data.tags["sweep_command"]) in page
+    for member in members:  # each configuration of the set: its seeds and mean num_params
+        assert f"<td>{len(member['runs'])}</td><td>{member['val_acc']:.4g}</td>" in page
+        assert f"<td>{member['num_params']:,.0f}</td>" in page
+    for run in runs:
+        assert f"<td>{run.data.metrics['val_acc']:.4f}</td>" in page
+    images = page.count('src="data:image/png;base64,')
+    assert images == len([p for p in out.iterdir() if p.suffix == ".png"]) >= 3
 
 
 # An Optuna sweep for two asynchronous workers: lr=1e-7 cannot learn and is pruned at its first

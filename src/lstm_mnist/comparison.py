@@ -54,8 +54,11 @@ def swept_params(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
 
 
-def table(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> str:
-    """One line per run, in the order given: val_acc, test_acc, `metrics`, the swept knobs."""
+Rows = tuple[list[str], list[list[str]]]  # a table's head and rows, for text or HTML
+
+
+def run_rows(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> Rows:
+    """One row per run, in the order given: val_acc, test_acc, `metrics`, the swept knobs."""
     shown = ("val_acc", "test_acc", *metrics)
     head = ["#", "run", "status", *shown, *swept, "duration"]
     rows = []
@@ -71,11 +74,16 @@ def table(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> s
             + [short(run.data.params.get(k, "-")) for k in swept]
             + [f"{seconds:.0f} s" if seconds is not None else "-"]
         )
-    return format_table(head, rows)
+    return head, rows
 
 
-def configuration_table(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> str | None:
-    """One line per configuration (its finished seeds), best mean first: n, mean ± std and the
+def table(runs: list[Run], swept: list[str], metrics: tuple[str, ...] = ()) -> str:
+    """run_rows as text."""
+    return format_table(*run_rows(runs, swept, metrics))
+
+
+def configuration_rows(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> Rows | None:
+    """One row per configuration (its finished seeds), best mean first: n, mean ± std and the
     95% interval of the objective, test_acc, and Welch's t-test against the best configuration.
     None when no configuration has two seeds or more."""
     metric, sign = sweep.objective.metric, sweep.objective.sign
@@ -104,7 +112,13 @@ def configuration_table(sweep: SweepRecord, runs: list[Run], swept: list[str]) -
             + [str(found.n), str(found), found.interval, str(estimate(tests)) if tests else "-"]
             + [verdict]
         )
-    return format_table(head, rows)
+    return head, rows
+
+
+def configuration_table(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> str | None:
+    """configuration_rows as text; None when no configuration has two seeds or more."""
+    found = configuration_rows(sweep, runs, swept)
+    return None if found is None else format_table(*found)
 
 
 def plot_curves(sweep: SweepRecord, runs: list[Run], swept: list[str]) -> plt.Figure:

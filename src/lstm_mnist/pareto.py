@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from mlflow.entities import Run
 
-from lstm_mnist.comparison import short
+from lstm_mnist.comparison import Rows, short
 from lstm_mnist.display import table as format_table
 from lstm_mnist.stats import pareto_front
 from lstm_mnist.tracking import SweepRecord, finished
@@ -21,17 +21,21 @@ def label(group: list[Run], knobs: list[str]) -> str:
     return " ".join(f"{k}={short(group[0].data.params.get(k))}" for k in knobs)
 
 
-def table(sweep: SweepRecord, runs: list[Run], knobs: list[str]) -> str:
-    """One line per configuration of the Pareto set, best first by the objective: its knobs,
+def rows(sweep: SweepRecord, runs: list[Run], knobs: list[str]) -> Rows:
+    """One row per configuration of the Pareto set, best first by the objective: its knobs,
     seeds and each objective's mean."""
     front = sweep.pareto_set(runs)
     head = ["#", *knobs, "n", *(o.metric for o in sweep.objectives)]
-    rows = [
+    return head, [
         [str(rank), *(short(g[0].data.params.get(k, "-")) for k in knobs), str(len(g))]
         + [describe(o.sign * mean(o, g), o.metric) for o in sweep.objectives]
         for rank, g in enumerate(front, start=1)
     ]
-    return format_table(head, rows)
+
+
+def table(sweep: SweepRecord, runs: list[Run], knobs: list[str]) -> str:
+    """rows as text."""
+    return format_table(*rows(sweep, runs, knobs))
 
 
 def plot(sweep: SweepRecord, runs: list[Run], knobs: list[str]) -> plt.Figure:

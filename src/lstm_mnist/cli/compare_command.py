@@ -10,6 +10,7 @@ swept knob), for an Optuna sweep param_importance.png (Optuna's PED-ANOVA, or fA
 --importance fanova), and for a Pareto sweep (sweeps=pareto) its Pareto set and pareto_front.png
 to --out, and logs them to the sweep's parent run under compare/.
 
+python src/compare.py --sweep <id> --report  # and report.html, one file to send a colleague
 python src/compare.py --csv > runs.csv      # the results as data instead: no tables, no plots
 python src/compare.py --json -o sweep.json
 """
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
         help="with --csv: one row per configuration of a sweep with replicates, not per run",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the sweep's report (report.html: one file with the command, tables,"
+        " plots, compute, versions) to --out, the sweep's folder and the parent run",
+    )
+    parser.add_argument(
         "-o", "--output", type=Path, help="with --csv or --json: write to this file, not stdout"
     )
     args = parser.parse_args(argv)
@@ -82,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         fail("--configurations goes with --csv (--json holds both the runs and configurations)")
     if args.output and not (args.csv or args.json):
         fail("-o/--output goes with --csv or --json")
+    if args.report and (args.csv or args.json):
+        fail("--report goes with the tables and plots, not with --csv or --json")
     quiet()
 
     from lstm_mnist.tracking import Store, StoreError
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import matplotlib.pyplot as plt
 
-    from lstm_mnist import comparison, pareto
+    from lstm_mnist import comparison, pareto, sweep_report
     from lstm_mnist.tracking import SweepRecord
 
     try:
@@ -126,23 +135,19 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out or Path("compare") / parent.info.run_id
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"learning_curves.png": comparison.plot_curves(sweep, runs, swept)}
-    if swept:
-        figures["params.png"] = comparison.plot_params(sweep, runs, swept)
-    if sweep.trade_offs:
-        figures["pareto_front.png"] = pareto.plot(sweep, runs, knobs)
-    try:
-        importance = comparison.plot_importance(parent, store, args.storage, args.importance)
-    except ValueError as err:  # the study's storage is not known
-        print(f"no parameter importance plot: {err}", file=sys.stderr)
-        importance = None
-    if importance is not None:
-        figures["param_importance.png"] = importance
-    for name, fig in figures.items():
+    plots, missing = sweep_report.figures(sweep, parent, runs, args.storage, args.importance)
+    if missing:
+        print(f"no parameter importance plot: {missing}", file=sys.stderr)
+    for name, fig in plots.items():
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         store.client.log_artifact(parent.info.run_id, str(out / name), "compare")
+    print(f"plots: {', '.join(str(out / n) for n in plots)} (also in the parent run)")
+    if args.report:
+        summary = sweep_report.recorded_summary(sweep)
+        written = sweep_report.write(sweep, parent, runs, plots, summary, out)
+        print(f"report: {', '.join(map(str, written))} (and report.html in the parent run)")
+    for fig in plots.values():
         plt.close(fig)
-    print(f"plots: {', '.join(str(out / n) for n in figures)} (also in the parent run)")
 
 
 def export_results(

@@ -1,7 +1,7 @@
 """How a sweep ends, written once: its parent closed with its jobs' counts, best, Pareto set and
-compute, the model policy applied, and the summary lines printed and stored on the parent as
-summary.txt. An attached sweep's driver calls it; a detached sweep's last job to end
-(detached.py); `sweeps stop` and `sweeps finish` (control.py)."""
+compute, the model policy applied, the summary lines printed and stored on the parent as
+summary.txt, and its report (sweep_report.py). An attached sweep's driver calls it; a detached
+sweep's last job to end (detached.py); `sweeps stop` and `sweeps finish` (control.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from mlflow.entities import Run
 
+from lstm_mnist.display import one_line
 from lstm_mnist.stats import estimate
 from lstm_mnist.sweeping.model_policy import keep_best_models
 from lstm_mnist.tracking import DEFAULT_URI, JOB_STATES, Outcome, Store, SweepRun, names
@@ -30,6 +31,16 @@ def finish_sweep(parent: SweepRun, status: str | None = None, done_before: int =
         log.info(f"artifacts.model=best: kept {kept} logged model(s), deleted {deleted}")
     lines = summary(run, parent, outcome, done_before)
     parent.store.client.log_text(parent.run_id, "\n".join(lines) + "\n", names.SUMMARY)
+    try:
+        from lstm_mnist.sweep_report import report_on_close  # matplotlib's import: here only
+
+        written = report_on_close(parent, lines)
+    except Exception as err:  # noqa: BLE001 (the sweep is closed and its summary kept: a report
+        # that cannot be drawn must not turn that into a failure; compare --report redoes it)
+        log.warning(f"no sweep report: {type(err).__name__}: {one_line(err)}")
+    else:
+        where = ", ".join(map(str, written)) or "no folder of it here"
+        lines.insert(-1, f"report: {where} (and report.html in the parent run)")  # before next:
     return lines
 
 

@@ -24,9 +24,9 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_mnist.cluster import array_ids, cancel_slurm_jobs, in_queue, is_slurm_launcher
-from lstm_mnist.display import one_line
+from lstm_mnist.display import masked, one_line
 from lstm_mnist.interrupts import SWEEPER_PID, Interrupted, stop_workers
-from lstm_mnist.schema import shown, validate
+from lstm_mnist.schema import validate
 from lstm_mnist.sweeping.budget import Budget
 from lstm_mnist.sweeping.closing import command, finish_sweep
 from lstm_mnist.sweeping.detached import submit
@@ -143,6 +143,7 @@ class TrackedSweeper(Sweeper):
             names.MODEL_POLICY: f"{str(artifacts.model).lower()} {artifacts.keep_models}",
             names.DETACHED: str(detach).lower(),
             names.SWEEP_COMMAND: sweep_command(self.config),
+            names.SWEEP_DIR: str(Path(self.config.hydra.sweep.dir).resolve()),  # its report's
         }
         if plan.trials:
             facts[names.TRIALS_PLANNED] = str(plan.trials)
@@ -266,7 +267,7 @@ def sweep_command(config: DictConfig) -> str:
     sees (`${oc.env:...}`, as the README writes a storage URL, keeps the command runnable)."""
     given = [o for o in config.hydra.overrides.hydra if o != "hydra.mode=MULTIRUN"]
     given += list(config.hydra.overrides.task)
-    return shlex.join(["python", sys.argv[0], "-m", *map(shown, given)])
+    return shlex.join(["python", sys.argv[0], "-m", *map(masked, given)])
 
 
 def nesting(parent: SweepRun, job: Job) -> list[str]:
