@@ -28,6 +28,7 @@ COMMANDS = {
     "sweeps show latest": ["sweeps.py", "show", "latest"],
     "compare": ["compare.py"],
     "predict": ["predict.py", "digit.png"],
+    "predict --model": ["predict.py", "digit.png", "--model", "models:/lstm-mnist@champion"],
     "clean": ["clean.py"],
 }
 ALL = [*COMMANDS, "train"]
@@ -149,8 +150,9 @@ def test_a_reading_command_names_the_experiments_of_a_store_without_its_own(tmp_
     assert "(experiments there: " in line and "'someone-else'" in line
 
 
-def test_a_reading_command_creates_no_store_where_there_is_none(tmp_path):
-    line = the_one_line(*command(tmp_path, "clean", "sqlite:///mlflow.db"))
+@pytest.mark.parametrize("name", ["clean", "predict --model"])
+def test_a_reading_command_creates_no_store_where_there_is_none(tmp_path, name):
+    line = the_one_line(*command(tmp_path, name, "sqlite:///mlflow.db"))
     assert line.startswith("error: --tracking-uri=sqlite:///mlflow.db: no MLflow store there (")
     assert not (tmp_path / "mlflow.db").exists()
 

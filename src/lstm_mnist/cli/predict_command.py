@@ -67,12 +67,10 @@ def main(argv: list[str] | None = None) -> None:
 
     store = Store(args.tracking_uri, args.experiment, option="--tracking-uri")
     try:  # before torch's import (seconds): a wrong store answers at once
-        store.check(experiment=not args.model)  # the registry is the store's, not an experiment's
+        # the registry is the store's, not an experiment's
+        store.check(experiment=not args.model, reading=True)
     except StoreError as err:
         fail(err)
-    if args.model and (db := store.sqlite_file) is not None and not db.is_file():
-        # (asking MLflow would create an empty store there)
-        fail(f"--tracking-uri {store.uri}: no MLflow store there ({db.resolve()} does not exist)")
 
     from lstm_mnist.tracking import Objective, SweepRecord
 

@@ -97,12 +97,12 @@ class Store:
         """The URI with its password, if any, masked: for messages."""
         return masked(self.uri)
 
-    def check(self, experiment: bool = False) -> None:
+    def check(self, experiment: bool = False, reading: bool = False) -> None:
         """Raise StoreError, in one line and within seconds, unless the store can be used (see
         store_check.check): every command makes it before its work, prepare() for the others."""
         from lstm_mnist.tracking.store_check import check
 
-        check(self, experiment)
+        check(self, experiment, reading)
 
     def optuna_storage(self) -> str:
         """The default study storage: optuna.db beside a SQLite store; a PostgreSQL store's own

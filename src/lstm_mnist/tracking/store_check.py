@@ -32,10 +32,12 @@ API_TIMEOUT_S = 4
 CONNECT_TIMEOUT_S = 4
 
 
-def check(store: Store, experiment: bool = False) -> None:
+def check(store: Store, experiment: bool = False, reading: bool = False) -> None:
     """Raise StoreError, in one line and within seconds, unless the store can be used: a
     tracking server answers and is an MLflow tracking server, a database server answers;
-    with `experiment` (the commands that read the store), the experiment is there too.
+    `reading` (a command that reads the store, such as predict.py --model): a SQLite store's
+    file is there (MLflow would create an empty one); with `experiment` (the commands that read
+    the experiment), that and the experiment too.
 
     The one check every command makes before its work (Store.check), and prepare() for the
     others. Its MLflow calls are made with MLflow's retries off and a short timeout
@@ -50,14 +52,15 @@ def check(store: Store, experiment: bool = False) -> None:
         check_database(store)
         if experiment:
             found, there = look_up(store, experiment)
-    elif experiment:
+    elif reading or experiment:
         if (db := store.sqlite_file) is not None and not db.is_file():
             raise StoreError(
                 f"{store.option}={store.uri}: no MLflow store there ({db.resolve()} does not"
                 f" exist); run the command where you trained, or point {store.option} at"
                 " your store"
             )
-        found, there = look_up(store, experiment)
+        if experiment:
+            found, there = look_up(store, experiment)
     if experiment and found is None:
         names_there = ", ".join(repr(name) for name in there) or "none"
         raise StoreError(
