@@ -194,6 +194,11 @@ def test_a_sweep_whose_command_died_before_its_last_job_is_closed_killed_and_its
     third = "1 killed" if len(runs_in(store)) == 3 else "1 never started"
     assert f"sweep num_units=16,24,32: 2 of 3 jobs finished, {third};" in closed.stdout
     (resume,) = [line for line in closed.stdout.splitlines() if line.startswith("resume: ")]
+    # its report too, written by `finish`: the parent's status and the killed count in it
+    report = Path(parent.data.tags["sweep_id"]) / "report.html"
+    assert f"report: {report} (and report.html in the parent run)" in closed.stdout
+    page = report.read_text()
+    assert "KILLED" in page and f"2 of 3 jobs finished, {third};" in page
 
     again = resume.removeprefix("resume: ").split("   (")[0]
     done = subprocess.run(
