@@ -156,9 +156,9 @@ def write(
     return written
 
 
-def report_on_close(sweep: SweepRecord, summary: list[str]) -> list[Path]:
-    """The report of a sweep that has just closed, with its summary lines."""
-    parent = sweep.store.client.get_run(sweep.run_id)
+def report_on_close(sweep: SweepRecord, parent: Run, summary: list[str]) -> list[Path]:
+    """The report of a sweep that has just closed (`parent`: its parent run as closed), with its
+    summary lines."""
     runs = comparison.ranked(sweep.objective, sweep.children())
     plots, _ = figures(sweep, parent, runs)
     try:

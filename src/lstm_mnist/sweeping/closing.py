@@ -34,7 +34,7 @@ def finish_sweep(parent: SweepRun, status: str | None = None, done_before: int =
     try:
         from lstm_mnist.sweep_report import report_on_close  # matplotlib's import: here only
 
-        written = report_on_close(parent, lines)
+        written = report_on_close(parent, run, lines)
     except Exception as err:  # noqa: BLE001 (the sweep is closed and its summary kept: a report
         # that cannot be drawn must not turn that into a failure; compare --report redoes it)
         log.warning(f"no sweep report: {type(err).__name__}: {one_line(err)}")
