@@ -1,5 +1,7 @@
 """End to end: real training on real MNIST into a real (temporary) SQLite MLflow store."""
 
+import time
+
 import mlflow
 import pytest
 from helpers import ROOT, run_cli, runs_in, steps_of
@@ -41,8 +43,8 @@ def test_a_run_logs_exactly_the_metrics_an_objective_may_name_and_its_cost(short
 
     _, store = short_run
     (run,) = runs_in(store)
-    logged = {m for m in run.data.metrics if not m.startswith("system/")} - {"step", "epoch"}
-    assert logged == set(METRICS) | set(names.COMPUTE)
+    logged = {m for m in run.data.metrics if not m.startswith(("system/", names.PHASE_PREFIX))}
+    assert logged - {"step", "epoch"} == set(METRICS) | set(names.COMPUTE)
     cost = run.data.metrics
     threads = int(run.data.tags["torch_threads"])
     assert cost["core_s"] == pytest.approx(cost["wall_s"] * threads) and cost["gpu_s"] == 0
@@ -50,14 +52,46 @@ def test_a_run_logs_exactly_the_metrics_an_objective_may_name_and_its_cost(short
     assert cost["wall_s"] <= (run.info.end_time - run.info.start_time) / 1000 + 5
 
 
+def phases_of(run) -> dict[str, float]:
+    """The run's phases (time/<phase>_s), checked against the run's own record: every phase
+    there, their sum its time/total_s, and those after the run's start its MLflow duration."""
+    from lstm_mnist.phases import PHASES, TOTAL, metric
+
+    metrics = run.data.metrics
+    seconds = {p: metrics[metric(p)] for p in PHASES}
+    assert min(seconds.values()) >= 0
+    assert sum(seconds.values()) == pytest.approx(metrics[metric(TOTAL)], abs=0.01)
+    before_the_run = ("startup", "data", "store")
+    in_the_run = sum(s for p, s in seconds.items() if p not in before_the_run)
+    duration = (run.info.end_time - run.info.start_time) / 1000
+    assert in_the_run == pytest.approx(duration, abs=1.0, rel=0.05)
+    return seconds
+
+
+def test_a_run_records_where_its_time_went(short_run):
+    _, store = short_run
+    (run,) = runs_in(store)
+    seconds = phases_of(run)
+    assert seconds["fit"] > seconds["test"] > 0
+    assert seconds["report"] > 0 and seconds["model"] > 0  # both on in short_run
+    assert seconds["validate"] == 0  # fit validated its last step (400 = 2 x val_every)
+
+
 def test_cli_multirun_records_one_run_per_job(tmp_path):
+    began = time.time()
     proc = run_cli(tmp_path, "num_layers=1,2", multirun=True)
+    wall = time.time() - began
     assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = runs_in(f"sqlite:///{tmp_path}/mlflow.db")
-    assert sorted(r.data.params["num_layers"] for r in runs) == ["1", "2"]
+    runs = sorted(runs_in(f"sqlite:///{tmp_path}/mlflow.db"), key=lambda r: r.info.start_time)
+    assert [r.data.params["num_layers"] for r in runs] == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
     a, b = (dict(r.data.params) for r in runs)
     assert {k for k in a if a[k] != b.get(k)} == {"num_layers"}
+    # The first job's clock started with the process (interpreter, imports: seconds), the
+    # second's when the first had ended; both within the command's wall time.
+    first, second = (phases_of(r) for r in runs)
+    assert first["startup"] > 1.0 > second["startup"]
+    assert sum(first.values()) + sum(second.values()) <= wall
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
     assert sorted(r.info.run_name for r in runs)[0].startswith("num_layers=1")
     assert proc.stdout.count("test_acc=") == 2

@@ -6,8 +6,9 @@ config or the SLURM variables; they read this."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,9 @@ class JobContext:
     slurm: SlurmJob | None = None
     sweep: SweepPlace | None = None
     trial: TrialPlace | None = None
+    # When the job began (Unix time): its run's phases (phases.py) are timed from here. For a
+    # command's first job, when the process started: the interpreter and imports are its start-up.
+    started: float = field(default_factory=time.time)
 
     @classmethod
     def plain(cls, cfg: DictConfig) -> JobContext:
@@ -69,10 +73,11 @@ class JobContext:
 
     @classmethod
     def of_hydra_job(
-        cls, cfg: DictConfig, hydra: DictConfig, environ: Mapping[str, str]
+        cls, cfg: DictConfig, hydra: DictConfig, environ: Mapping[str, str], started: float
     ) -> JobContext:
         """The context of a job that Hydra runs: `hydra` is its runtime config (the `hydra`
-        node), `environ` its environment; `cfg.sweep` is what its sweeper set for it."""
+        node), `environ` its environment, `started` when it began; `cfg.sweep` is what its
+        sweeper set for it."""
         multirun = hydra.mode == RunMode.MULTIRUN
         given = cfg.sweep
         sweep = None
@@ -110,13 +115,16 @@ class JobContext:
             slurm=SlurmJob.from_environment(environ),
             sweep=sweep,
             trial=trial,
+            started=started,
         )
 
     def for_trial(self, number: int, overrides: list[str], retry_of: int | None) -> JobContext:
         """An asynchronous worker's context for one of its trials."""
         assert self.trial is not None
         trial = dataclasses.replace(self.trial, number=number, retry_of=retry_of)
-        return dataclasses.replace(self, trial=trial, trial_overrides=tuple(overrides))
+        return dataclasses.replace(
+            self, trial=trial, trial_overrides=tuple(overrides), started=time.time()
+        )
 
     def sweep_run(self) -> SweepRun:
         """The parent run of the job's sweep."""

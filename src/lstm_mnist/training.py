@@ -4,6 +4,7 @@ in one process, or as rank 0 of a DDP training whose other ranks (ranks.py) run 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
@@ -24,6 +25,7 @@ from lstm_mnist.devices import gpu_slots
 from lstm_mnist.display import one_line
 from lstm_mnist.job import JobContext
 from lstm_mnist.local_ranks import local_ranks
+from lstm_mnist.phases import PhaseClock
 from lstm_mnist.ranks import (
     LOCALHOST,
     RankSpec,
@@ -62,12 +64,15 @@ def train(
     if slurm is not None and slurm.task != 0:
         return follow_rank_0(cfg, slurm, threads)
     job_dir = Path(cfg.trainer.default_root_dir)
+    clock = PhaseClock(job.started)
     with (
         job_devices(cfg, job, world) as world,
         local_ranks(world, job_dir, by_slurm=slurm is not None) as ranks,
     ):
-        datamodule = prepared_data(cfg, threads)  # a data error records no run either
-        with tracked_run(cfg, job, threads, world) as run:
+        clock.done("startup")
+        with clock.phase("data"):
+            datamodule = prepared_data(cfg, threads)  # a data error records no run either
+        with tracked_run(cfg, job, threads, world, clock) as run:
             spec = RankSpec(
                 cfg=OmegaConf.to_container(cfg, resolve=True),
                 world=world,
@@ -86,17 +91,20 @@ def train(
             if ranks is not None:
                 ranks.hand_over(spec)
             with ranks.watched() if ranks is not None else nullcontext():
-                trainer, model = build_trainer(
-                    cfg, spec, logger=run.logger(), callbacks=[*run.callbacks(), *callbacks]
-                )
-                metrics = fit_and_test(cfg, trainer, model, datamodule, run.resume_from)
+                with clock.phase("fit"):
+                    trainer, model = build_trainer(
+                        cfg, spec, logger=run.logger(), callbacks=[*run.callbacks(), *callbacks]
+                    )
+                metrics = fit_and_test(cfg, trainer, model, datamodule, run.resume_from, clock)
 
-            if cfg.artifacts.pictures:
-                predictions = report.predict_all(model.model, datamodule.whole_split("test"))
-                artifacts.log_test_report(predictions)
-            if cfg.artifacts.model:
-                example, _ = next(iter(datamodule.whole_split("test")))
-                artifacts.log_classifier(model.model, example[:8])
+            with clock.phase("report"):
+                if cfg.artifacts.pictures:
+                    predictions = report.predict_all(model.model, datamodule.whole_split("test"))
+                    artifacts.log_test_report(predictions)
+            with clock.phase("model"):
+                if cfg.artifacts.model:
+                    example, _ = next(iter(datamodule.whole_split("test")))
+                    artifacts.log_classifier(model.model, example[:8])
     return {**metrics, "run_id": run.run_id, "url": run.store.where_to_look(run.url)}
 
 
@@ -117,7 +125,7 @@ def train_rank(spec: RankSpec) -> None:
         logger=False,
         callbacks=[*checkpoint_callbacks(ckpt_dir, cfg.val_every), *spec.followers],
     )
-    fit_and_test(cfg, trainer, model, datamodule, spec.resume_from)
+    fit_and_test(cfg, trainer, model, datamodule, spec.resume_from, PhaseClock(time.time()))
 
 
 def followed(callback: pl.Callback) -> bool:
@@ -171,16 +179,20 @@ def fit_and_test(
     model: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     resume_from: Path | str | None,
+    clock: PhaseClock,
 ) -> dict[str, float]:
     """Fit, validate once more if the last step was not validated, test; the final val_ and
-    test_ metrics (over the whole splits, reduced across ranks)."""
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    if trainer.early_stopping_callback is not None and trainer.is_global_zero:
-        artifacts.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
-    if trainer.global_step % cfg.val_every:  # the last validation was before the last step
-        trainer.validate(model, datamodule=datamodule, verbose=False)
+    test_ metrics (over the whole splits, reduced across ranks). `clock` times each."""
+    with clock.phase("fit"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        if trainer.early_stopping_callback is not None and trainer.is_global_zero:
+            artifacts.log_early_stop(trainer.early_stopping_callback, trainer.global_step)
+    with clock.phase("validate"):
+        if trainer.global_step % cfg.val_every:  # the last validation was before the last step
+            trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = {k: as_logged(v) for k, v in trainer.callback_metrics.items()}  # test resets
-    trainer.test(model, datamodule=datamodule, verbose=False)
+    with clock.phase("test"):
+        trainer.test(model, datamodule=datamodule, verbose=False)
     metrics.update({k: as_logged(v) for k, v in trainer.callback_metrics.items()})
     return metrics
 

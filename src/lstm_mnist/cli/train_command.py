@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import hydra
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 # How the run ended, as plain lines on stdout and in Hydra's train.log (conf/hydra/job_logging).
 outcome = logging.getLogger("lstm_mnist.outcome")
+jobs_begun = 0  # in this process: its first job's clock starts with the process
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -47,10 +49,11 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     from lstm_mnist.sweeping.optuna.callbacks import trial_callbacks
     from lstm_mnist.training import train
 
+    began = job_began()
     requeue = signal.getsignal(signal.SIGUSR2)  # in a SLURM job: submitit's checkpoint-and-requeue
     # In a parallel sweep's worker process too, for this job only: its run is marked KILLED.
     with interrupts_raised():
-        job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ)
+        job = JobContext.of_hydra_job(cfg, HydraConfig.get(), os.environ, began)
         try:
             if job.worker and job.slurm is not None and job.slurm.tasks > 1:
                 raise ValueError(
@@ -86,6 +89,18 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     if whole_command:  # a sweep ends with its own summary and link
         outcome.info(f"see it: {result['url']}")
     return {k: v for k, v in result.items() if isinstance(v, float)}
+
+
+def job_began() -> float:
+    """When the job began (Unix time): for the process's first, when the process started, so
+    that its run's start-up phase counts the interpreter, the imports and the checks."""
+    global jobs_begun
+    jobs_begun += 1
+    if jobs_begun > 1:
+        return time.time()
+    from lstm_mnist.phases import process_start
+
+    return process_start()
 
 
 def refuse_bad_values(cfg: DictConfig) -> None:

@@ -63,6 +63,8 @@ WALL_S = "wall_s"  # seconds it ran (queueing between requeues left out)
 CORE_S = "core_s"  # wall_s x the cores it was given (threads x processes)
 GPU_S = "gpu_s"  # wall_s x the GPUs it trained on
 COMPUTE = (WALL_S, CORE_S, GPU_S)  # the parent's are their sums: compute_wall_s, ...
+# ... and where its last session's wall time went: time/<phase>_s, time/total_s (phases.py)
+PHASE_PREFIX = "time/"
 
 
 def jobs(state: str) -> str:

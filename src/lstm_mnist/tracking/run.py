@@ -28,6 +28,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from lstm_mnist.checkpoints import checkpoint_callbacks
 from lstm_mnist.heartbeat import Heartbeat
 from lstm_mnist.interrupts import Interrupted
+from lstm_mnist.phases import PhaseClock
 from lstm_mnist.tracking import artifacts, compute, identity, names, resume
 from lstm_mnist.tracking.status import end_run
 from lstm_mnist.tracking.store import Store
@@ -130,7 +131,11 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(
-    cfg: DictConfig, job: JobContext, threads: int, world: World | None = None
+    cfg: DictConfig,
+    job: JobContext,
+    threads: int,
+    world: World | None = None,
+    clock: PhaseClock | None = None,
 ) -> Iterator[TrackedRun]:
     """Start the run (or, with resume=<run id>, reopen that one), record its params, tags and
     config and, every `system_metrics_s`, MLflow's system metrics (of this node and of the
@@ -140,7 +145,9 @@ def tracked_run(
     SIGTERM; FAILED and tagged `error` on any other exception, including one while uploading
     the model or the report. `threads` is torch's thread count, recorded as a tag; `world` the
     processes and devices it trains on (world.py), recorded as params (a resumed run must keep
-    them)."""
+    them); `clock` the run's phases so far (phases.py), to which it adds its own and which it
+    records as metrics with the run's cost."""
+    clock = clock or PhaseClock(time.time())
     store = job.store
     experiment_id = store.prepare()
     for run_id, silent_s in store.stale_runs(experiment_id, cfg.stale_after_s).items():
@@ -160,6 +167,7 @@ def tracked_run(
         log.info(f"SLURM requeued job {job.slurm.id}: continuing its run {requeued}")
         cfg.resume = requeued
     resume_from = resume.resume_point(store, cfg, params) if cfg.resume else None
+    clock.done("store")
     mlflow.set_tracking_uri(store.uri)
     tags = identity.run_tags(cfg, job, config, threads)
     if world.gpus:
@@ -183,6 +191,7 @@ def tracked_run(
     try:
         mlflow.log_params(params)
         artifacts.log_config(cfg, job.hydra_dir)
+        clock.done("run_start")
         yield TrackedRun(cfg, store, experiment_id, run.info.run_id, resume_from)
         status = "FINISHED"
     except optuna.TrialPruned as pruned:  # the study's pruner stopped it: not a failure
@@ -201,7 +210,8 @@ def tracked_run(
         gpus = world.size if world.accelerator == "gpu" else 0
         # a resumed run adds its earlier sessions'
         cost = ran_before + compute.segment(time.monotonic() - started, threads * world.size, gpus)
-        mlflow.log_metrics(cost.as_metrics())
+        clock.done("end")
+        mlflow.log_metrics({**cost.as_metrics(), **clock.as_metrics()})
         mlflow.end_run(status)
         if status == "FINISHED" and not cfg.keep_checkpoints:  # nothing left to resume
             shutil.rmtree(Path(cfg.ckpt_dir) / run.info.run_id, ignore_errors=True)
